@@ -1,0 +1,369 @@
+package wsredirect
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// run serves one request through mw in front of a handler that answers 200
+// "next", and returns the recorded response.
+func run(t *testing.T, mw *Middleware, r *http.Request) *httptest.ResponseRecorder {
+	t.Helper()
+	w := httptest.NewRecorder()
+	mw.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("next"))
+	})).ServeHTTP(w, r)
+	return w
+}
+
+func upgradeTo(target string) *http.Request {
+	r := upgradeRequest()
+	u := httptest.NewRequest(http.MethodGet, target, nil)
+	r.URL, r.Host, r.RequestURI = u.URL, u.Host, u.RequestURI
+	return r
+}
+
+func TestMiddlewareResponses(t *testing.T) {
+	refuse := NewRule("maintenance", func(r *http.Request, s *State) Decision {
+		if r.URL.Query().Get("maint") == "" {
+			return Decision{}
+		}
+		return RefuseWith(0, 1500*time.Millisecond)
+	})
+	tests := []struct {
+		name     string
+		opts     Options
+		req      *http.Request
+		status   int
+		location string
+		header   map[string]string
+	}{
+		{
+			name:     "host rule redirects with 307, path and query kept",
+			opts:     Options{Rules: []Rule{Host("wss://b.example.net", "chat.example.com")}},
+			req:      upgradeTo("http://chat.example.com/rooms/42?token=a%2Bb&x=1"),
+			status:   307,
+			location: "wss://b.example.net/rooms/42?token=a%2Bb&x=1",
+		},
+		{
+			name:   "host rule: other host passes",
+			opts:   Options{Rules: []Rule{Host("wss://b.example.net", "chat.example.com")}},
+			req:    upgradeTo("http://other.example.com/rooms/42"),
+			status: 200,
+		},
+		{
+			name:     "wildcard host, target with port and prefix",
+			opts:     Options{Rules: []Rule{Host("ws://10.0.0.7:8080/edge/", "*.example.com")}},
+			req:      upgradeTo("http://eu.chat.example.com:8443/rooms/1"),
+			status:   307,
+			location: "ws://10.0.0.7:8080/edge/rooms/1",
+		},
+		{
+			name:     "path subtree",
+			opts:     Options{Rules: []Rule{Path("/legacy/*", "wss://old.example.com")}},
+			req:      upgradeTo("http://a.example.com/legacy/rooms/9?t=1"),
+			status:   307,
+			location: "wss://old.example.com/legacy/rooms/9?t=1",
+		},
+		{
+			name:   "path subtree respects segment boundary",
+			opts:   Options{Rules: []Rule{Path("/legacy/*", "wss://old.example.com")}},
+			req:    upgradeTo("http://a.example.com/legacyx"),
+			status: 200,
+		},
+		{
+			name:     "path rewrite keeps query",
+			opts:     Options{Rules: []Rule{PathRewrite("/v1/*", "wss://b.example.com", "/v2")}},
+			req:      upgradeTo("http://a.example.com/v1/rooms/9?t=x"),
+			status:   307,
+			location: "wss://b.example.com/v2/rooms/9?t=x",
+		},
+		{
+			name:     "escaped path survives",
+			opts:     Options{Rules: []Rule{Path("/*", "wss://b.example.com")}},
+			req:      upgradeTo("http://a.example.com/rooms/a%2Fb%20c"),
+			status:   307,
+			location: "wss://b.example.com/rooms/a%2Fb%20c",
+		},
+		{
+			name:     "308 selectable",
+			opts:     Options{Rules: []Rule{Path("/*", "wss://b.example.com").WithStatus(308)}},
+			req:      upgradeTo("http://a.example.com/x"),
+			status:   308,
+			location: "wss://b.example.com/x",
+		},
+		{
+			name:     "HTTPLocation uses https",
+			opts:     Options{HTTPLocation: true, Rules: []Rule{Path("/*", "wss://b.example.com")}},
+			req:      upgradeTo("http://a.example.com/x"),
+			status:   307,
+			location: "https://b.example.com/x",
+		},
+		{
+			name:   "target equal to Self passes through",
+			opts:   Options{Self: "WSS://B.example.com:443/", Rules: []Rule{Path("/*", "wss://b.example.com")}},
+			req:    upgradeTo("http://b.example.com/x"),
+			status: 200,
+		},
+		{
+			name: "first decision wins",
+			opts: Options{Rules: []Rule{
+				Path("/a/*", "wss://first.example.com"),
+				Path("/*", "wss://second.example.com"),
+			}},
+			req:      upgradeTo("http://x.example.com/a/1"),
+			status:   307,
+			location: "wss://first.example.com/a/1",
+		},
+		{
+			name: "self decision stops evaluation",
+			opts: Options{Self: "wss://first.example.com", Rules: []Rule{
+				Path("/a/*", "wss://first.example.com"),
+				Path("/*", "wss://second.example.com"),
+			}},
+			req:    upgradeTo("http://x.example.com/a/1"),
+			status: 200,
+		},
+		{
+			name:   "refusal carries Retry-After rounded up",
+			opts:   Options{Rules: []Rule{refuse}},
+			req:    upgradeTo("http://x.example.com/a?maint=1"),
+			status: 503,
+			header: map[string]string{"Retry-After": "2"},
+		},
+		{
+			name:   "non-upgrade request is never decided",
+			opts:   Options{Rules: []Rule{Path("/*", "wss://b.example.com")}},
+			req:    httptest.NewRequest(http.MethodGet, "http://a.example.com/x", nil),
+			status: 200,
+		},
+		{
+			name: "malformed upgrade passes to next",
+			opts: Options{Rules: []Rule{Path("/*", "wss://b.example.com")}},
+			req: func() *http.Request {
+				r := upgradeTo("http://a.example.com/x")
+				r.Header.Set("Connection", "x;y, Upgrade")
+				return r
+			}(),
+			status: 200,
+		},
+		{
+			name: "user rule returning a redirect without target is a 500, not a guess",
+			opts: Options{Rules: []Rule{NewRule("broken", func(*http.Request, *State) Decision {
+				return Decision{Action: Redirect}
+			})}},
+			req:    upgradeTo("http://a.example.com/x"),
+			status: 500,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			mw, err := New(tc.opts)
+			require.NoError(t, err)
+			w := run(t, mw, tc.req)
+			assert.Equal(t, tc.status, w.Code)
+			assert.Equal(t, tc.location, w.Header().Get("Location"))
+			if tc.status != 200 {
+				assert.Equal(t, "no-store", w.Header().Get("Cache-Control"))
+				assert.Equal(t, "text/plain; charset=utf-8", w.Header().Get("Content-Type"))
+				assert.NotEmpty(t, w.Body.String())
+			} else {
+				assert.Equal(t, "next", w.Body.String())
+			}
+			for k, v := range tc.header {
+				assert.Equal(t, v, w.Header().Get(k), k)
+			}
+		})
+	}
+}
+
+func TestForwardedHostIsOptIn(t *testing.T) {
+	rules := []Rule{Host("wss://eu.example.net", "eu.example.com")}
+	forwarded := func(name, value string) *http.Request {
+		r := upgradeTo("http://lb.internal/rooms/1")
+		r.Header.Set(name, value)
+		return r
+	}
+	tests := []struct {
+		name     string
+		trust    bool
+		req      *http.Request
+		location string
+	}{
+		{"ignored by default", false, forwarded("X-Forwarded-Host", "eu.example.com"), ""},
+		{"X-Forwarded-Host when trusted", true, forwarded("X-Forwarded-Host", "eu.example.com, lb.internal"), "wss://eu.example.net/rooms/1"},
+		{"Forwarded host= when trusted", true, forwarded("Forwarded", `for=1.2.3.4;host="eu.example.com";proto=https`), "wss://eu.example.net/rooms/1"},
+		{"forwarded host selects, never reflected", true, forwarded("X-Forwarded-Host", "evil.example.org"), ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			mw := MustNew(Options{TrustForwardedHost: tc.trust, Rules: rules})
+			w := run(t, mw, tc.req)
+			assert.Equal(t, tc.location, w.Header().Get("Location"))
+			assert.NotContains(t, w.Header().Get("Location"), "evil")
+		})
+	}
+}
+
+// TestConnectKeepsMethod: 301/302 would let a client retry an RFC 8441
+// CONNECT as GET, so they are sent as 308/307 for CONNECT only.
+func TestConnectKeepsMethod(t *testing.T) {
+	connect := func() *http.Request {
+		r := httptest.NewRequest(http.MethodConnect, "https://a.example.com/x", nil)
+		r.ProtoMajor, r.ProtoMinor = 2, 0
+		r.Header[":protocol"] = []string{"websocket"}
+		return r
+	}
+	for _, tc := range []struct{ configured, get, connect int }{
+		{0, 307, 307}, {301, 301, 308}, {302, 302, 307}, {307, 307, 307}, {308, 308, 308},
+	} {
+		rule := Path("/*", "wss://b.example.com")
+		if tc.configured != 0 {
+			rule = rule.WithStatus(tc.configured)
+		}
+		mw := MustNew(Options{Rules: []Rule{rule}})
+		assert.Equal(t, tc.get, run(t, mw, upgradeTo("http://a.example.com/x")).Code, "GET with %d", tc.configured)
+		assert.Equal(t, tc.connect, run(t, mw, connect()).Code, "CONNECT with %d", tc.configured)
+	}
+}
+
+func TestNewErrors(t *testing.T) {
+	ok := Path("/*", "wss://b.example.com")
+	tests := []struct {
+		name string
+		opts Options
+		want string
+	}{
+		{"no rules", Options{}, "wsredirect: no rules: Options.Rules is empty"},
+		{"zero rule", Options{Rules: []Rule{{}}}, "wsredirect: rule 0 (): zero Rule"},
+		{"bad Self", Options{Self: "ftp://x", Rules: []Rule{ok}}, `wsredirect: Options.Self: target "ftp://x": scheme must be ws, wss, http or https`},
+		{"target without host", Options{Rules: []Rule{ok, Host("wss://", "a.example.com")}}, `wsredirect: rule 1 (host): target "wss://": no host`},
+		{"target with query", Options{Rules: []Rule{Path("/*", "wss://b.example.com/?x=1")}}, "query and fragment are not allowed"},
+		{"target with user info", Options{Rules: []Rule{Path("/*", "wss://u:p@b.example.com")}}, "user info is not allowed"},
+		{"unparsable target", Options{Rules: []Rule{Path("/*", "wss://b.example.com:port")}}, `wsredirect: rule 0 (path): target "wss://b.example.com:port"`},
+		{"host rule without hosts", Options{Rules: []Rule{Host("wss://b.example.com")}}, "wsredirect: rule 0 (host): no hosts to match"},
+		{"bad host pattern", Options{Rules: []Rule{Host("wss://b.example.com", "a.*.com")}}, `bad host pattern "a.*.com"`},
+		{"bad path pattern", Options{Rules: []Rule{Path("ws", "wss://b.example.com")}}, `bad path pattern "ws"`},
+		{"bad replacement", Options{Rules: []Rule{PathRewrite("/v1/*", "wss://b.example.com", "v2")}}, `bad replacement "v2"`},
+		{"303 refused", Options{Rules: []Rule{ok.WithStatus(303)}}, "wsredirect: rule 0 (path): redirect status 303: use 301, 302, 307 or 308"},
+		{"200 refused", Options{Rules: []Rule{ok.WithStatus(200)}}, "redirect status 200"},
+		{"nil user func", Options{Rules: []Rule{NewRule("mine", nil)}}, "wsredirect: rule 0 (mine): nil RuleFunc"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(tc.opts)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.Equal(t, 1, strings.Count(err.Error(), "wsredirect:"), "one package prefix: %v", err)
+		})
+	}
+	assert.PanicsWithError(t, "wsredirect: no rules: Options.Rules is empty", func() { MustNew(Options{}) })
+	assert.Panics(t, func() { Handler(Options{}) })
+}
+
+func TestOnDecision(t *testing.T) {
+	var got []Decision
+	mw := MustNew(Options{
+		Self:       "wss://a.example.com",
+		Rules:      []Rule{Path("/here/*", "wss://a.example.com"), Path("/there/*", "wss://b.example.com")},
+		OnDecision: func(r *http.Request, d Decision) { got = append(got, d) },
+	})
+	run(t, mw, upgradeTo("http://a.example.com/there/1"))
+	run(t, mw, upgradeTo("http://a.example.com/here/1"))
+	run(t, mw, upgradeTo("http://a.example.com/nowhere"))
+	run(t, mw, httptest.NewRequest(http.MethodGet, "http://a.example.com/there/1", nil))
+	require.Len(t, got, 3, "told once per upgrade, never for plain requests")
+	assert.Equal(t, Redirect, got[0].Action)
+	assert.Equal(t, "path", got[0].Rule)
+	assert.Equal(t, 307, got[0].Status)
+	assert.Equal(t, "wss://b.example.com", got[0].Target.String())
+	assert.Equal(t, Decision{Action: Pass, Rule: "path", Target: MustParseTarget("wss://a.example.com")}, got[1])
+	assert.Equal(t, Decision{}, got[2])
+}
+
+func TestSetRules(t *testing.T) {
+	mw := MustNew(Options{Rules: []Rule{Path("/*", "wss://old.example.com")}})
+	require.ErrorContains(t, mw.SetRules(), "no rules")
+	require.ErrorContains(t, mw.SetRules(Path("x", "wss://new.example.com")), "bad path pattern")
+	assert.Equal(t, "wss://old.example.com/x", run(t, mw, upgradeTo("http://a/x")).Header().Get("Location"), "rules kept on error")
+	require.NoError(t, mw.SetRules(Path("/*", "wss://new.example.com")))
+	assert.Equal(t, "wss://new.example.com/x", run(t, mw, upgradeTo("http://a/x")).Header().Get("Location"))
+}
+
+// TestSwapUnderLoad runs decisions while rules are swapped: under -race this
+// proves the request path reads one snapshot without locks or data races,
+// and every response comes from one rule set or the other.
+func TestSwapUnderLoad(t *testing.T) {
+	a, b := Path("/*", "wss://a.example.com"), Path("/*", "wss://b.example.com")
+	mw := MustNew(Options{Rules: []Rule{a}})
+	h := mw.Handler(http.NotFoundHandler())
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			rules := a
+			if i%2 == 1 {
+				rules = b
+			}
+			assert.NoError(t, mw.SetRules(rules))
+		}
+	}()
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 2000; i++ {
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, upgradeTo("http://x/r"))
+				loc := w.Header().Get("Location")
+				assert.True(t, loc == "wss://a.example.com/r" || loc == "wss://b.example.com/r", loc)
+			}
+		}()
+	}
+	time.Sleep(10 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+}
+
+func TestPassthroughAllocs(t *testing.T) {
+	mw := MustNew(Options{Rules: []Rule{Path("/*", "wss://b.example.com")}})
+	h := mw.Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	r := httptest.NewRequest(http.MethodGet, "http://a.example.com/index.html", nil)
+	r.Header.Set("Accept", "text/html")
+	w := httptest.NewRecorder()
+	assert.Zero(t, testing.AllocsPerRun(100, func() { h.ServeHTTP(w, r) }))
+	up := upgradeRequest()
+	assert.Zero(t, testing.AllocsPerRun(100, func() { IsUpgrade(up) }), "detection of an upgrade")
+}
+
+func TestTargetNormalisation(t *testing.T) {
+	for _, tc := range []struct{ in, ws string }{
+		{"wss://B.Example.com:443/", "wss://b.example.com"},
+		{"https://b.example.com/ws/", "wss://b.example.com/ws"},
+		{"http://b.example.com:80", "ws://b.example.com"},
+		{"ws://[::1]:9000/p", "ws://[::1]:9000/p"},
+		{"ws://[::1]", "ws://[::1]"},
+		{"ws://b.example.com:443", "ws://b.example.com:443"},
+	} {
+		tgt, err := ParseTarget(tc.in)
+		require.NoError(t, err, tc.in)
+		assert.Equal(t, tc.ws, tgt.String(), tc.in)
+	}
+	assert.True(t, MustParseTarget("https://b.example.com").Equal(MustParseTarget("wss://B.example.com:443")))
+	assert.False(t, MustParseTarget("ws://b.example.com").Equal(MustParseTarget("wss://b.example.com")))
+	assert.False(t, MustParseTarget("ws://b.example.com").Equal(nil))
+}

@@ -1,0 +1,181 @@
+package wsredirect
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// Action is what a [Decision] does with an upgrade request.
+type Action uint8
+
+const (
+	// Pass abstains: the next rule is asked, and when no rule decides the
+	// request goes on to the wrapped handler (the app's upgrader).
+	Pass Action = iota
+	// Redirect sends the client to Decision.Target.
+	Redirect
+	// Refuse answers with Decision.Status (503 by default) and Retry-After.
+	Refuse
+)
+
+func (a Action) String() string {
+	switch a {
+	case Pass:
+		return "pass"
+	case Redirect:
+		return "redirect"
+	case Refuse:
+		return "refuse"
+	}
+	return fmt.Sprintf("Action(%d)", uint8(a))
+}
+
+// Decision is the outcome of a rule. The zero Decision abstains.
+type Decision struct {
+	Action Action
+	// Target is where a Redirect sends the client. A redirect to the node's
+	// own target (Options.Self) is served here instead: Decide reports it as
+	// Pass with Target and Rule set.
+	Target *Target
+	// Path, when not empty, replaces the request's escaped path in the
+	// Location; the query string is always kept.
+	Path string
+	// Status is the response code: 0 means 307 for Redirect (it keeps the
+	// method, which RFC 8441's CONNECT needs) and 503 for Refuse.
+	Status int
+	// RetryAfter, when positive, is sent with a Refuse as Retry-After in
+	// whole seconds, rounded up.
+	RetryAfter time.Duration
+	// Rule is the name of the rule that decided; the engine sets it.
+	Rule string
+}
+
+// RedirectTo returns a Decision that redirects to t with the rule's status.
+func RedirectTo(t *Target) Decision { return Decision{Action: Redirect, Target: t} }
+
+// RefuseWith returns a Decision that refuses with status (0 means 503) and
+// the given Retry-After.
+func RefuseWith(status int, retryAfter time.Duration) Decision {
+	return Decision{Action: Refuse, Status: status, RetryAfter: retryAfter}
+}
+
+// RuleFunc is the shape of every rule, built in or written by users: given an
+// upgrade request and the configuration it is decided against, it returns a
+// Decision or abstains with the zero Decision. It runs on the request path
+// and must not modify r; s is immutable and safe to keep.
+type RuleFunc func(r *http.Request, s *State) Decision
+
+// Rule is a named [RuleFunc] as configured in [Options.Rules]. Rules built
+// with bad arguments carry their error until [New] reports it, so a rule list
+// reads as one literal.
+type Rule struct {
+	name   string
+	fn     RuleFunc
+	status int // redirect status; 0 = 307
+	err    error
+}
+
+// NewRule names a user rule; the name is reported to Options.OnDecision.
+func NewRule(name string, fn RuleFunc) Rule {
+	r := Rule{name: name, fn: fn}
+	if fn == nil {
+		r.err = errors.New("nil RuleFunc")
+	}
+	return r
+}
+
+// Name returns the rule's name.
+func (r Rule) Name() string { return r.name }
+
+// WithStatus returns a copy of the rule whose redirects use code: 307
+// (default) or 308, which keep the method, or 302 or 301 for clients that
+// expect them. An RFC 8441 CONNECT is always redirected with a status that
+// keeps its method: 302 is sent as 307 and 301 as 308. Other codes are an
+// error reported by [New].
+func (r Rule) WithStatus(code int) Rule {
+	switch code {
+	case http.StatusMovedPermanently, http.StatusFound, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		r.status = code
+	default:
+		r.err = errors.Join(r.err, fmt.Errorf("redirect status %d: use 301, 302, 307 or 308", code))
+	}
+	return r
+}
+
+// Host returns a rule that redirects requests for any of hosts to target.
+// A host is exact ("chat.example.com") or a wildcard over subdomains
+// ("*.example.com", which does not match example.com itself); matching is
+// case-insensitive and ignores the request's port unless the pattern has one
+// ("chat.example.com:8443"). The host matched is r.Host, or the forwarded
+// host when Options.TrustForwardedHost is set.
+func Host(target string, hosts ...string) Rule {
+	t, err := ParseTarget(target)
+	if err != nil {
+		return Rule{name: "host", err: err}
+	}
+	if len(hosts) == 0 {
+		return Rule{name: "host", err: errors.New("no hosts to match")}
+	}
+	pats := make([]hostPattern, len(hosts))
+	for i, h := range hosts {
+		p, ok := parseHostPattern(h)
+		if !ok {
+			return Rule{name: "host", err: fmt.Errorf("bad host pattern %q", h)}
+		}
+		pats[i] = p
+	}
+	return NewRule("host", func(r *http.Request, s *State) Decision {
+		host := s.Host(r)
+		for i := range pats {
+			if pats[i].match(host) {
+				return RedirectTo(t)
+			}
+		}
+		return Decision{}
+	})
+}
+
+// Path returns a rule that redirects requests whose path matches pattern to
+// target, keeping path and query. A pattern is exact ("/ws") or a subtree
+// ending in "/*" ("/ws/*" matches /ws, /ws/ and /ws/rooms/1 but not /wsx);
+// it is matched against the escaped path.
+func Path(pattern, target string) Rule {
+	return pathRule(pattern, target, "", false)
+}
+
+// PathRewrite is like [Path] but replaces the pattern's path with
+// replacement: PathRewrite("/v1/*", "wss://b.example.com", "/v2") sends
+// /v1/rooms/9?t=x to wss://b.example.com/v2/rooms/9?t=x.
+func PathRewrite(pattern, target, replacement string) Rule {
+	return pathRule(pattern, target, replacement, true)
+}
+
+func pathRule(pattern, target, replacement string, rewrite bool) Rule {
+	name := "path"
+	pp, ok := parsePathPattern(pattern)
+	if !ok {
+		return Rule{name: name, err: fmt.Errorf("bad path pattern %q: want /exact or /subtree/*", pattern)}
+	}
+	if rewrite {
+		if rp, ok := parsePathPattern(replacement); !ok || rp.prefix || replacement == "/" {
+			return Rule{name: name, err: fmt.Errorf("bad replacement %q: want a path such as /v2", replacement)}
+		}
+	}
+	t, err := ParseTarget(target)
+	if err != nil {
+		return Rule{name: name, err: err}
+	}
+	return NewRule(name, func(r *http.Request, s *State) Decision {
+		rest, ok := pp.match(r.URL.EscapedPath())
+		if !ok {
+			return Decision{}
+		}
+		d := RedirectTo(t)
+		if rewrite {
+			d.Path = replacement + rest
+		}
+		return d
+	})
+}

@@ -1,0 +1,100 @@
+package wsredirect
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+)
+
+// Target is a place clients can be sent to: a configured base URL with a
+// scheme, host, optional port and optional path prefix. A redirect's Location
+// is the target followed by the request's (possibly rewritten) path and its
+// query, so its authority only ever comes from configuration.
+type Target struct {
+	// Base URLs without a trailing slash in both scheme families; ws is
+	// also the target's identity.
+	ws, http string
+}
+
+// ParseTarget parses a base URL such as "wss://b.example.com" or
+// "http://10.0.0.7:8080/ws". The scheme is ws, wss, http or https (http maps
+// to ws and https to wss); the URL has a host and no query, fragment or user
+// info. Default ports are dropped, the host is lower-cased and a trailing
+// slash is removed, so equal places compare equal.
+func ParseTarget(s string) (*Target, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("wsredirect: target %q: %w", s, err)
+	}
+	var secure bool
+	switch strings.ToLower(u.Scheme) {
+	case "ws", "http":
+	case "wss", "https":
+		secure = true
+	default:
+		return nil, fmt.Errorf("wsredirect: target %q: scheme must be ws, wss, http or https", s)
+	}
+	switch {
+	case u.Host == "" || u.Hostname() == "":
+		return nil, fmt.Errorf("wsredirect: target %q: no host", s)
+	case u.User != nil:
+		return nil, fmt.Errorf("wsredirect: target %q: user info is not allowed", s)
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		return nil, fmt.Errorf("wsredirect: target %q: query and fragment are not allowed", s)
+	}
+	host, port := strings.ToLower(u.Hostname()), u.Port()
+	if (port == "80" && !secure) || (port == "443" && secure) {
+		port = ""
+	}
+	authority := host
+	if strings.Contains(host, ":") {
+		authority = "[" + host + "]"
+	}
+	if port != "" {
+		authority = net.JoinHostPort(host, port)
+	}
+	prefix := strings.TrimSuffix(u.EscapedPath(), "/")
+	wsScheme, httpScheme := "ws://", "http://"
+	if secure {
+		wsScheme, httpScheme = "wss://", "https://"
+	}
+	return &Target{
+		ws:   wsScheme + authority + prefix,
+		http: httpScheme + authority + prefix,
+	}, nil
+}
+
+// MustParseTarget is like [ParseTarget] but panics on error. It is meant for
+// targets written in code.
+func MustParseTarget(s string) *Target {
+	t, err := ParseTarget(s)
+	if err != nil {
+		panic(err)
+	}
+	return t
+}
+
+// String returns the target's base URL with a ws or wss scheme.
+func (t *Target) String() string { return t.ws }
+
+// Equal reports whether t and u name the same place (scheme family, host,
+// port and path prefix).
+func (t *Target) Equal(u *Target) bool {
+	return t != nil && u != nil && t.ws == u.ws
+}
+
+// location builds the absolute URL a client is sent to.
+func (t *Target) location(httpScheme bool, path, rawQuery string) string {
+	base := t.ws
+	if httpScheme {
+		base = t.http
+	}
+	if path == "" {
+		path = "/"
+	}
+	if rawQuery == "" {
+		return base + path
+	}
+	return base + path + "?" + rawQuery
+}
