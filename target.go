@@ -75,8 +75,13 @@ func MustParseTarget(s string) *Target {
 	return t
 }
 
-// String returns the target's base URL with a ws or wss scheme.
-func (t *Target) String() string { return t.ws }
+// String returns the target's base URL with a ws or wss scheme, or "<nil>".
+func (t *Target) String() string {
+	if t == nil {
+		return "<nil>"
+	}
+	return t.ws
+}
 
 // Equal reports whether t and u name the same place (scheme family, host,
 // port and path prefix).
