@@ -140,4 +140,3 @@ func TestMounting(t *testing.T) {
 		})
 	}
 }
-
