@@ -23,7 +23,6 @@ func IsHTTP1Upgrade(r *http.Request) bool {
 	if r.Method != http.MethodGet || r.ProtoMajor != 1 || r.ProtoMinor < 1 {
 		return false
 	}
-	// Upgrade first: ordinary requests rarely carry it, so they cost one lookup.
 	return headerHasToken(r.Header["Upgrade"], "websocket") &&
 		headerHasToken(r.Header["Connection"], "upgrade")
 }
@@ -37,7 +36,7 @@ func IsExtendedConnect(r *http.Request) bool {
 		return false
 	}
 	p := r.Header[":protocol"]
-	return len(p) == 1 && asciiEqualFold(p[0], "websocket")
+	return len(p) == 1 && len(p[0]) == len("websocket") && lettersEqualFold(p[0], "websocket")
 }
 
 // headerHasToken reports whether any of the header lines is a well-formed
@@ -54,21 +53,26 @@ func headerHasToken(lines []string, token string) bool {
 // listHasToken parses one header line as #token (RFC 9110 §5.6.1): elements
 // separated by commas with optional whitespace, empty elements allowed. It
 // returns false for a line with any element that is not a token, so a
-// malformed line never counts as a match.
+// malformed line never counts as a match. token is lower-case letters.
 func listHasToken(s, token string) bool {
+	if len(s) == len(token) {
+		// The common line is the token alone; nothing else of that length
+		// can contain it.
+		return lettersEqualFold(s, token)
+	}
 	found := false
 	for i := 0; i < len(s); {
-		for i < len(s) && (s[i] == ' ' || s[i] == '\t') {
+		for i < len(s) && listClass[s[i]] == classSpace {
 			i++
 		}
 		start := i
-		for i < len(s) && isTokenChar[s[i]] {
+		for i < len(s) && listClass[s[i]] == classToken {
 			i++
 		}
-		if i-start == len(token) && asciiEqualFold(s[start:i], token) {
+		if i-start == len(token) && lettersEqualFold(s[start:i], token) {
 			found = true
 		}
-		for i < len(s) && (s[i] == ' ' || s[i] == '\t') {
+		for i < len(s) && listClass[s[i]] == classSpace {
 			i++
 		}
 		if i < len(s) {
@@ -81,18 +85,37 @@ func listHasToken(s, token string) bool {
 	return found
 }
 
-// isTokenChar is RFC 9110's tchar.
-var isTokenChar = func() (t [256]bool) {
+// lettersEqualFold compares s with lower, which must be lower-case ASCII
+// letters of the same length: setting bit 0x20 folds only 'A'-'Z' onto them.
+func lettersEqualFold(s, lower string) bool {
+	for i := 0; i < len(lower); i++ {
+		if s[i]|0x20 != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Classes of bytes in a token list.
+const (
+	classOther = iota
+	classToken // RFC 9110 tchar
+	classSpace // OWS: space or tab
+	classComma
+)
+
+var listClass = func() (t [256]uint8) {
 	for c := '0'; c <= '9'; c++ {
-		t[c] = true
+		t[c] = classToken
 	}
 	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-		t[c-'a'+'A'] = true
+		t[c] = classToken
+		t[c-'a'+'A'] = classToken
 	}
 	for _, c := range "!#$%&'*+-.^_`|~" {
-		t[c] = true
+		t[c] = classToken
 	}
+	t[' '], t['\t'], t[','] = classSpace, classSpace, classComma
 	return t
 }()
 

@@ -113,7 +113,7 @@ func slowListHasToken(s, token string) bool {
 	for _, elem := range strings.Split(s, ",") {
 		elem = strings.Trim(elem, " \t")
 		for i := 0; i < len(elem); i++ {
-			if !isTokenChar[elem[i]] {
+			if listClass[elem[i]] != classToken {
 				return false
 			}
 		}

@@ -144,25 +144,42 @@ func Handler(opts Options) func(http.Handler) http.Handler {
 // Handler wraps next: upgrade requests are decided, everything else goes
 // straight to next.
 func (m *Middleware) Handler(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !IsUpgrade(r) {
-			next.ServeHTTP(w, r)
-			return
-		}
-		s := m.state.Load()
-		d := s.decide(r)
-		if s.onDecision != nil {
-			s.onDecision(r, d)
-		}
-		switch d.Action {
-		case Redirect:
-			s.writeRedirect(w, r, d)
-		case Refuse:
-			writeRefuse(w, d)
-		default:
-			next.ServeHTTP(w, r)
-		}
-	})
+	return &handler{m: m, next: next}
+}
+
+type handler struct {
+	m    *Middleware
+	next http.Handler
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !mayUpgrade(r) || !IsUpgrade(r) {
+		h.next.ServeHTTP(w, r)
+		return
+	}
+	s := h.m.state.Load()
+	d := s.decide(r)
+	if s.onDecision != nil {
+		s.onDecision(r, d)
+	}
+	switch d.Action {
+	case Redirect:
+		s.writeRedirect(w, r, d)
+	case Refuse:
+		writeRefuse(w, d)
+	default:
+		h.next.ServeHTTP(w, r)
+	}
+}
+
+// mayUpgrade is the inlined fast path for ordinary requests: one header
+// lookup, and none for methods other than GET.
+func mayUpgrade(r *http.Request) bool {
+	if r.Method == http.MethodGet {
+		_, ok := r.Header["Upgrade"]
+		return ok
+	}
+	return r.Method == http.MethodConnect
 }
 
 // State returns the configuration in force now.
