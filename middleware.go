@@ -33,6 +33,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // Options configures a [Middleware]. Only Rules is required.
@@ -48,6 +49,18 @@ type Options struct {
 	// redirect is sent.
 	Self string
 
+	// Mode says how decisions reach clients: a status code, or a close frame
+	// browsers can read. Default: ModeAuto, a close frame for requests with
+	// an Origin header (browsers) and a status for the rest.
+	Mode Mode
+
+	// Origins lists the page origins allowed to receive a close-frame
+	// decision, as "https://app.example.com" or "https://*.example.com";
+	// others get 403, so the redirect path is no way around the app's own
+	// origin check. Default: same origin only (the Origin's host equals the
+	// request's host).
+	Origins []string
+
 	// HTTPLocation makes Locations use http/https instead of ws/wss, for
 	// clients that only follow http(s) URLs. Default: ws/wss, which RFC 6455
 	// clients expect.
@@ -60,6 +73,18 @@ type Options struct {
 	// selects among configured targets and never appears in a Location.
 	// Default: false.
 	TrustForwardedHost bool
+
+	// Members is the fleet [Shard] rules spread keys over. Each member's URL
+	// is its target; the member whose URL equals Self is this node. Default:
+	// none, which New reports as an error when a Shard rule needs them.
+	Members []Member
+
+	// DrainRetryAfter is the Retry-After sent when this node drains and no
+	// other member is left to take its keys. Default: 5 seconds.
+	DrainRetryAfter time.Duration
+
+	// Now is the clock drain ramps are measured with. Default: time.Now.
+	Now func() time.Time
 
 	// OnDecision, when set, is called once for every upgrade request with
 	// the decision taken (Pass when nothing redirected or refused), before
@@ -77,6 +102,16 @@ type State struct {
 	httpLocation   bool
 	trustForwarded bool
 	onDecision     func(*http.Request, Decision)
+	mode           Mode
+	origins        []originPattern
+
+	ring            *Ring
+	memberTargets   []*Target // indexed like ring.Members()
+	selfIndex       int       // in memberTargets, or -1
+	drainStart      time.Time // zero when not draining
+	drainRamp       time.Duration
+	drainRetryAfter time.Duration
+	now             func() time.Time
 }
 
 // Self returns this node's target, or nil when Options.Self is empty.
@@ -97,6 +132,7 @@ func (s *State) Host(r *http.Request) string {
 // safe for concurrent use, including the Set methods while serving.
 type Middleware struct {
 	state atomic.Pointer[State]
+	live  liveSet
 }
 
 // New checks opts and builds a Middleware. Errors name the option or rule at
@@ -106,6 +142,25 @@ func New(opts Options) (*Middleware, error) {
 		httpLocation:   opts.HTTPLocation,
 		trustForwarded: opts.TrustForwardedHost,
 		onDecision:     opts.OnDecision,
+		mode:           opts.Mode,
+
+		drainRetryAfter: opts.DrainRetryAfter,
+		now:             opts.Now,
+	}
+	if s.drainRetryAfter == 0 {
+		s.drainRetryAfter = 5 * time.Second
+	} else if s.drainRetryAfter < 0 {
+		return nil, errors.New("wsredirect: Options.DrainRetryAfter is negative")
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if opts.Mode > ModeClose {
+		return nil, errorf("Options.Mode: unknown mode %d", opts.Mode)
+	}
+	var err error
+	if s.origins, err = parseOrigins(opts.Origins); err != nil {
+		return nil, err
 	}
 	if opts.Self != "" {
 		t, err := ParseTarget(opts.Self)
@@ -114,11 +169,13 @@ func New(opts Options) (*Middleware, error) {
 		}
 		s.self = t
 	}
-	rules, err := checkRules(opts.Rules)
-	if err != nil {
+	if s.ring, s.memberTargets, err = buildMembers(opts.Members); err != nil {
 		return nil, err
 	}
-	s.rules = rules
+	s.selfIndex = selfIndex(s.memberTargets, s.self)
+	if s.rules, err = checkRules(opts.Rules, s.ring); err != nil {
+		return nil, err
+	}
 	m := &Middleware{}
 	m.state.Store(s)
 	return m, nil
@@ -162,13 +219,20 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.onDecision != nil {
 		s.onDecision(r, d)
 	}
-	switch d.Action {
-	case Redirect:
-		s.writeRedirect(w, r, d)
-	case Refuse:
-		writeRefuse(w, d)
-	default:
+	switch {
+	case d.Action == Pass:
 		h.next.ServeHTTP(w, r)
+	case s.closeMode(r):
+		if d.Action == Redirect {
+			msg, reason := EncodeRedirect(location(r, d, s.httpLocation))
+			s.closeWith(w, r, msg, CloseRedirect, reason)
+		} else {
+			s.closeWith(w, r, "", CloseRetry, EncodeRetry(d.RetryAfter))
+		}
+	case d.Action == Redirect:
+		s.writeRedirect(w, r, d)
+	default:
+		writeRefuse(w, d)
 	}
 }
 
@@ -195,12 +259,14 @@ func (m *Middleware) Decide(r *http.Request) Decision {
 // SetRules replaces the rules. Requests already being decided finish with
 // the old ones. On error the rules in force are kept.
 func (m *Middleware) SetRules(rules ...Rule) error {
-	checked, err := checkRules(rules)
-	if err != nil {
-		return err
-	}
-	m.update(func(s *State) { s.rules = checked })
-	return nil
+	var err error
+	m.update(func(s *State) {
+		var checked []Rule
+		if checked, err = checkRules(rules, s.ring); err == nil {
+			s.rules = checked
+		}
+	})
+	return err
 }
 
 // update swaps in a modified copy of the current State.
@@ -215,7 +281,7 @@ func (m *Middleware) update(change func(*State)) {
 	}
 }
 
-func checkRules(rules []Rule) ([]Rule, error) {
+func checkRules(rules []Rule, ring *Ring) ([]Rule, error) {
 	if len(rules) == 0 {
 		return nil, errors.New("wsredirect: no rules: Options.Rules is empty")
 	}
@@ -223,11 +289,18 @@ func checkRules(rules []Rule) ([]Rule, error) {
 		if r.err == nil && r.fn == nil {
 			r.err = errors.New("zero Rule: build rules with Host, Path, NewRule and friends")
 		}
+		if r.err == nil && r.needsMembers && ring.Len() == 0 {
+			r.err = errors.New("Options.Members is empty")
+		}
 		if r.err != nil {
 			return nil, fmt.Errorf("wsredirect: rule %d (%s): %w", i, r.name, unprefixed(r.err))
 		}
 	}
 	return append([]Rule(nil), rules...), nil
+}
+
+func errorf(format string, args ...any) error {
+	return fmt.Errorf("wsredirect: "+format, args...)
 }
 
 // unprefixed keeps nested errors from repeating the package prefix.
@@ -304,13 +377,18 @@ var (
 	textPlain = []string{"text/plain; charset=utf-8"}
 )
 
-func (s *State) writeRedirect(w http.ResponseWriter, r *http.Request, d Decision) {
+// location is where d sends the client of r.
+func location(r *http.Request, d Decision, httpScheme bool) string {
 	path := d.Path
 	if path == "" {
 		path = r.URL.EscapedPath()
 	}
+	return d.Target.location(httpScheme, path, r.URL.RawQuery)
+}
+
+func (s *State) writeRedirect(w http.ResponseWriter, r *http.Request, d Decision) {
 	h := w.Header()
-	h["Location"] = []string{d.Target.location(s.httpLocation, path, r.URL.RawQuery)}
+	h["Location"] = []string{location(r, d, s.httpLocation)}
 	h["Cache-Control"] = noStore
 	h["Content-Type"] = textPlain
 	w.WriteHeader(d.Status)

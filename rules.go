@@ -71,10 +71,11 @@ type RuleFunc func(r *http.Request, s *State) Decision
 // with bad arguments carry their error until [New] reports it, so a rule list
 // reads as one literal.
 type Rule struct {
-	name   string
-	fn     RuleFunc
-	status int // redirect status; 0 = 307
-	err    error
+	name         string
+	fn           RuleFunc
+	status       int // redirect status; 0 = 307
+	needsMembers bool
+	err          error
 }
 
 // NewRule names a user rule; the name is reported to Options.OnDecision.
