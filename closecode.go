@@ -1,6 +1,7 @@
 package wsredirect
 
 import (
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -20,9 +21,19 @@ import (
 //	                                                arrives in the text message
 //	                                                sent just before the close:
 //	                                                "wsr1 " + absolute target URL
+//	reason      "wsr1 =" + absolute base URL        the same path and query as the
+//	                                                URL the client connected to,
+//	                                                on another base (live drain:
+//	                                                one control frame, whatever
+//	                                                the length of the query)
 //
 //	close code  CloseRetry (4503)
 //	reason      "wsr1 retry=" + whole seconds       no node can take the client now
+//
+// A client may offer the subprotocol RedirectSubprotocol: a close-frame
+// answer selects it, so the client knows at open that this connection is
+// only a redirect and can keep it from the application; the app's own
+// upgrader does not select it.
 //
 // A client that sees CloseRedirect reconnects to the target; one that sees
 // CloseRetry waits the given time (plus jitter) and reconnects to the URL it
@@ -35,12 +46,17 @@ const (
 	// to the same URL after the delay carried by the close reason.
 	CloseRetry = 4503
 
+	// RedirectSubprotocol marks a connection accepted only to be closed
+	// with a redirect.
+	RedirectSubprotocol = "wsredirect.v1"
+
 	// MaxCloseReason is the longest close reason RFC 6455 allows: a control
 	// frame's payload is at most 125 bytes, two of which are the code.
 	MaxCloseReason = 123
 
 	wireV1        = "wsr1 "
 	wireSeeMsg    = wireV1 + "+"
+	wireSamePath  = wireV1 + "="
 	wireRetry     = wireV1 + "retry="
 	maxInlineURL  = MaxCloseReason - len(wireV1)
 	maxRetryDelay = 24 * time.Hour
@@ -56,6 +72,15 @@ func EncodeRedirect(target string) (message, reason string) {
 	return wireV1 + target, wireSeeMsg
 }
 
+// EncodeMove returns the close reason that sends a client to the same path
+// and query on base, and false when base is too long to fit.
+func EncodeMove(base *Target) (reason string, ok bool) {
+	if len(wireSamePath)+len(base.ws) > MaxCloseReason {
+		return "", false
+	}
+	return wireSamePath + base.ws, true
+}
+
 // EncodeRetry returns the close reason to send with [CloseRetry]. The delay is
 // rounded up to whole seconds.
 func EncodeRetry(after time.Duration) string {
@@ -64,13 +89,25 @@ func EncodeRetry(after time.Duration) string {
 
 // ParseRedirect reads a [CloseRedirect] reason. lastMessage is the last text
 // message received before the close frame; it is consulted only when the
-// reason says the target did not fit. The target is returned as sent; the
-// caller resolves and vets it like any redirect. ok is false when the reason
-// is not version 1 or the target is missing.
-func ParseRedirect(reason, lastMessage string) (target string, ok bool) {
+// reason says the target did not fit. current is the URL the connection was
+// dialled with, whose path and query a move to another base keeps. The
+// target is returned as sent; the caller resolves and vets it like any
+// redirect. ok is false when the reason is not version 1 or the target is
+// missing.
+func ParseRedirect(reason, lastMessage, current string) (target string, ok bool) {
 	switch {
 	case reason == wireSeeMsg:
 		target, ok = strings.CutPrefix(lastMessage, wireV1)
+	case strings.HasPrefix(reason, wireSamePath):
+		u, err := url.Parse(current)
+		if err != nil || u.Host == "" {
+			return "", false
+		}
+		base := strings.TrimSuffix(reason[len(wireSamePath):], "/")
+		target, ok = base+u.EscapedPath(), base != ""
+		if u.RawQuery != "" {
+			target += "?" + u.RawQuery
+		}
 	case strings.HasPrefix(reason, wireV1):
 		target, ok = reason[len(wireV1):], true
 	}
