@@ -1,0 +1,230 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/wsredirect/wsredirect"
+)
+
+// Conn is a WebSocket connection that follows the close-code redirects of
+// wsredirect. When the server closes it with CloseRedirect and a target,
+// [Conn.ReadMessage] connects to the target; with CloseRetry and a delay,
+// it waits that long plus jitter and connects again to the URL first
+// dialled. Either way it goes on reading from the new connection, and the
+// redirect itself, including the text message that carries a target too
+// long for a close reason, never reaches the application.
+//
+// The [Dialer]'s rules hold across reconnects: one hop cap and one loop
+// memory for the chain, wss never left for ws, credentials dropped once the
+// origin changes, CheckRedirect asked. A chain ends when the application
+// receives a message: a connection that carried data was not part of a
+// loop, so the next move starts a new chain.
+//
+// A Conn supports one concurrent reader and one concurrent writer, as
+// gorilla's does. A write that races a move fails or is lost; a protocol
+// that needs state on the server (subscriptions) should restore it after a
+// move, which [Conn.Hops] reveals.
+type Conn struct {
+	// Used by the reading goroutine only.
+	ch      *chain
+	pending string // a redirect message waiting for its close frame
+	settled bool   // the application received a message since the last move
+	err     error  // the read error that ended the Conn
+	reading sync.WaitGroup
+
+	mu     sync.Mutex
+	ws     *websocket.Conn
+	trace  []Hop
+	closed bool
+}
+
+// Connect dials like [Dialer.DialContext] and returns a [Conn] that follows
+// close-code redirects. The Dialer is copied: later changes to it do not
+// affect the Conn.
+func (d *Dialer) Connect(ctx context.Context, urlStr string, requestHeader http.Header) (*Conn, *http.Response, error) {
+	dd := *d
+	ch, err := newChain(&dd, urlStr, requestHeader)
+	if err != nil {
+		return nil, nil, err
+	}
+	ws, resp, err := ch.run(ctx, ch.first)
+	if err != nil {
+		return nil, resp, err
+	}
+	c := &Conn{ch: ch, ws: ws}
+	c.publish()
+	return c, resp, nil
+}
+
+// ReadMessage reads the next data message, reconnecting first when the
+// server moves the connection. ctx bounds the read and any reconnection;
+// once ctx ends a read, the Conn is done, as after a passed read deadline
+// in gorilla. Errors are gorilla's (a *websocket.CloseError for other close
+// codes) or, when a move could not be followed, an [*Error]; after an error
+// every call returns it.
+func (c *Conn) ReadMessage(ctx context.Context) (messageType int, p []byte, err error) {
+	if c.err != nil {
+		return 0, nil, c.err
+	}
+	for {
+		ws := c.current()
+		messageType, p, err = c.read(ctx, ws)
+		if err == nil {
+			// The marker is a short prefix: converting at most 32 bytes
+			// keeps the check on the stack for messages of any size.
+			if messageType == websocket.TextMessage && wsredirect.IsRedirectMessage(string(p[:min(len(p), 32)])) {
+				c.pending = string(p)
+				continue
+			}
+			c.pending = ""
+			c.settled = true
+			return messageType, p, nil
+		}
+		if err = c.move(ctx, ws, err); err != nil {
+			c.err = err
+			return 0, nil, err
+		}
+	}
+}
+
+// read is ws.ReadMessage bounded by ctx: gorilla reads know deadlines
+// only, so a done ctx pulls in the read deadline.
+func (c *Conn) read(ctx context.Context, ws *websocket.Conn) (int, []byte, error) {
+	if ctx.Done() == nil {
+		return ws.ReadMessage()
+	}
+	c.reading.Add(1)
+	stop := context.AfterFunc(ctx, func() {
+		defer c.reading.Done()
+		ws.SetReadDeadline(time.Unix(1, 0))
+	})
+	messageType, p, err := ws.ReadMessage()
+	if stop() {
+		c.reading.Done()
+		return messageType, p, err
+	}
+	c.reading.Wait()
+	if err != nil {
+		return 0, nil, fmt.Errorf("%w: %w", ctx.Err(), err)
+	}
+	// The message made it; the deadline meant for this call must not
+	// fail the next one.
+	ws.SetReadDeadline(time.Time{})
+	return messageType, p, nil
+}
+
+// move follows a close-code redirect or retry that ended ws with readErr,
+// and returns readErr itself when it is neither.
+func (c *Conn) move(ctx context.Context, ws *websocket.Conn, readErr error) error {
+	var ce *websocket.CloseError
+	if !errors.As(readErr, &ce) {
+		return readErr
+	}
+	// The server closed it; what is left is the socket.
+	ws.Close()
+	ch := c.ch
+	if c.settled {
+		ch.hops = ch.hops[len(ch.hops)-1:]
+		ch.loopFrom, ch.redirects, ch.retries = 0, 0, 0
+		c.settled = false
+	}
+	last := &ch.hops[len(ch.hops)-1]
+	var next *url.URL
+	switch ce.Code {
+	case wsredirect.CloseRedirect:
+		target, ok := wsredirect.ParseRedirect(ce.Text, c.pending, ch.cur.String())
+		if !ok {
+			return readErr
+		}
+		last.Close, last.Location = ce.Code, target
+		u, err := ch.follow(ch.cur, target)
+		if err != nil {
+			c.publish()
+			return ch.fail(ctx, err)
+		}
+		next = u
+	case wsredirect.CloseRetry:
+		after, ok := wsredirect.ParseRetry(ce.Text)
+		if !ok {
+			return readErr
+		}
+		last.Close, last.RetryAfter = ce.Code, after
+		if err := ch.wait(ctx, after); err != nil {
+			if err == errNoRetry {
+				err = readErr
+			}
+			c.publish()
+			return ch.fail(ctx, err)
+		}
+		// Back where the caller sent us, as the caller sent us: that is
+		// not a redirect, so the loop memory and hop count start afresh.
+		ch.loopFrom, ch.redirects = len(ch.hops), 0
+		ch.header = ch.firstHeader.Clone()
+		next = ch.first
+	default:
+		return readErr
+	}
+	c.pending = ""
+	nws, _, err := ch.run(ctx, next)
+	c.publish()
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		nws.Close()
+		return net.ErrClosed
+	}
+	c.ws = nws
+	return nil
+}
+
+// WriteMessage writes a message to the current connection.
+func (c *Conn) WriteMessage(messageType int, data []byte) error {
+	return c.current().WriteMessage(messageType, data)
+}
+
+// Close sends a normal closure and closes the current connection; a
+// reconnection in progress is abandoned.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	ws := c.ws
+	c.mu.Unlock()
+	ws.WriteControl(websocket.CloseMessage,
+		websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	return ws.Close()
+}
+
+// Hops returns the hops that led to the current connection, starting from
+// the dial or from the last connection that carried a message before the
+// server moved it. The last hop is the current connection.
+func (c *Conn) Hops() []Hop {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.trace)
+}
+
+func (c *Conn) current() *websocket.Conn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ws
+}
+
+// publish makes the chain's hops visible to Hops, which may run on another
+// goroutine than the reader that changes them.
+func (c *Conn) publish() {
+	c.mu.Lock()
+	c.trace = slices.Clone(c.ch.hops)
+	c.mu.Unlock()
+}

@@ -1,0 +1,322 @@
+package client_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/wsredirect/wsredirect"
+	"github.com/wsredirect/wsredirect/client"
+)
+
+// scripted upgrades every request and runs script on the connection.
+func scripted(t *testing.T, tls bool, script func(c *websocket.Conn, r *http.Request)) *httptest.Server {
+	t.Helper()
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := upgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		script(c, r)
+	})
+	var srv *httptest.Server
+	if tls {
+		srv = httptest.NewTLSServer(h)
+	} else {
+		srv = httptest.NewServer(h)
+	}
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// closeWith sends what a wsredirect server sends to move a connection: the
+// message (if any), then the close frame; it then waits for the client's
+// close so the client reads the frame rather than a reset.
+func closeWith(c *websocket.Conn, message string, code int, reason string) {
+	if message != "" && c.WriteMessage(websocket.TextMessage, []byte(message)) != nil {
+		return
+	}
+	c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+	for {
+		if _, _, err := c.ReadMessage(); err != nil {
+			return
+		}
+	}
+}
+
+func closeRedirect(c *websocket.Conn, target string) {
+	msg, reason := wsredirect.EncodeRedirect(target)
+	closeWith(c, msg, wsredirect.CloseRedirect, reason)
+}
+
+func TestConnFollowsCloseRedirect(t *testing.T) {
+	b := startGreeter(t, "B", false, nil)
+	long := strings.Repeat("t0k3n", 40)
+	tests := []struct {
+		name, path string
+	}{
+		{"target in the close reason", "/room/1"},
+		{"target in a message before the close", "/room/1?token=" + long},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			target := wsURL(b.Server, tc.path)
+			msg, _ := wsredirect.EncodeRedirect(target)
+			require.Equal(t, tc.path != "/room/1", msg != "", "the case covers the intended encoding")
+			a := scripted(t, false, func(c *websocket.Conn, r *http.Request) { closeRedirect(c, target) })
+
+			var d client.Dialer
+			c, resp, err := d.Connect(context.Background(), wsURL(a, "/"), nil)
+			require.NoError(t, err)
+			defer c.Close()
+			assert.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+
+			_, p, err := c.ReadMessage(context.Background())
+			require.NoError(t, err)
+			assert.Equal(t, "B "+tc.path, string(p), "the first message the application sees is the new server's")
+
+			hops := c.Hops()
+			require.Len(t, hops, 2)
+			assert.Equal(t, client.Hop{URL: wsURL(a, "/"), Status: 101, Close: wsredirect.CloseRedirect, Location: target}, withoutElapsed(hops[0]))
+			assert.Equal(t, target, hops[1].URL)
+
+			require.NoError(t, c.WriteMessage(websocket.TextMessage, []byte("hi")))
+			_, p, err = c.ReadMessage(context.Background())
+			require.NoError(t, err)
+			assert.Equal(t, "B "+tc.path+": hi", string(p))
+		})
+	}
+}
+
+func TestConnFollowsMoveToBase(t *testing.T) {
+	// A live drain moves every connection to the same path and query on
+	// another base in one close frame, whatever the query's length.
+	b := startGreeter(t, "B", false, nil)
+	a := scripted(t, false, func(c *websocket.Conn, r *http.Request) {
+		reason, ok := wsredirect.EncodeMove(wsredirect.MustParseTarget(wsURL(b.Server, "")))
+		if ok {
+			closeWith(c, "", wsredirect.CloseRedirect, reason)
+		}
+	})
+	path := "/room/9?token=" + strings.Repeat("k", 300)
+	var d client.Dialer
+	c, _, err := d.Connect(context.Background(), wsURL(a, path), nil)
+	require.NoError(t, err)
+	defer c.Close()
+	_, p, err := c.ReadMessage(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, "B "+path, string(p))
+	hops := c.Hops()
+	require.Len(t, hops, 2)
+	assert.Equal(t, wsURL(b.Server, path), hops[1].URL)
+}
+
+func withoutElapsed(h client.Hop) client.Hop {
+	h.Elapsed = 0
+	return h
+}
+
+func TestConnCloseRedirectRules(t *testing.T) {
+	t.Run("loop", func(t *testing.T) {
+		var bURL atomic.Value
+		a := scripted(t, false, func(c *websocket.Conn, r *http.Request) { closeRedirect(c, bURL.Load().(string)) })
+		b := scripted(t, false, func(c *websocket.Conn, r *http.Request) { closeRedirect(c, wsURL(a, "/")) })
+		bURL.Store(wsURL(b, "/"))
+
+		var d client.Dialer
+		c, _, err := d.Connect(context.Background(), wsURL(a, "/"), nil)
+		require.NoError(t, err)
+		defer c.Close()
+		_, _, err = c.ReadMessage(context.Background())
+		require.ErrorIs(t, err, client.ErrLoop)
+		assert.Equal(t, []int{101, 101}, statuses(c.Hops()))
+		_, _, again := c.ReadMessage(context.Background())
+		assert.Equal(t, err, again, "the Conn is done")
+	})
+
+	t.Run("hop cap", func(t *testing.T) {
+		var self atomic.Value
+		endless := scripted(t, false, func(c *websocket.Conn, r *http.Request) {
+			n, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/"))
+			closeRedirect(c, self.Load().(string)+"/"+strconv.Itoa(n+1))
+		})
+		self.Store(wsURL(endless, ""))
+		d := client.Dialer{MaxHops: 3}
+		c, _, err := d.Connect(context.Background(), wsURL(endless, "/0"), nil)
+		require.NoError(t, err)
+		defer c.Close()
+		_, _, err = c.ReadMessage(context.Background())
+		require.ErrorIs(t, err, client.ErrTooManyHops)
+		assert.Len(t, c.Hops(), 4)
+	})
+
+	t.Run("HTTP redirects and moves share one hop cap", func(t *testing.T) {
+		b := startGreeter(t, "B", false, nil)
+		a := scripted(t, false, func(c *websocket.Conn, r *http.Request) { closeRedirect(c, wsURL(b.Server, "/")) })
+		r := redirectTo(t, http.StatusTemporaryRedirect, func(*http.Request) string { return wsURL(a, "/") })
+		d := client.Dialer{MaxHops: 1}
+		c, _, err := d.Connect(context.Background(), wsURL(r, "/"), nil)
+		require.NoError(t, err)
+		defer c.Close()
+		_, _, err = c.ReadMessage(context.Background())
+		require.ErrorIs(t, err, client.ErrTooManyHops)
+	})
+
+	t.Run("downgrade", func(t *testing.T) {
+		plain := startGreeter(t, "P", false, nil)
+		a := scripted(t, true, func(c *websocket.Conn, r *http.Request) { closeRedirect(c, wsURL(plain.Server, "/")) })
+		var d client.Dialer
+		d.TLSClientConfig = trusting(a)
+		c, _, err := d.Connect(context.Background(), wsURL(a, "/"), nil)
+		require.NoError(t, err)
+		defer c.Close()
+		_, _, err = c.ReadMessage(context.Background())
+		require.ErrorIs(t, err, client.ErrDowngrade)
+	})
+
+	t.Run("credentials dropped across origins", func(t *testing.T) {
+		b := startGreeter(t, "B", false, nil)
+		a := scripted(t, false, func(c *websocket.Conn, r *http.Request) { closeRedirect(c, wsURL(b.Server, "/")) })
+		var d client.Dialer
+		c, _, err := d.Connect(context.Background(), wsURL(a, "/"), http.Header{"Authorization": {"Bearer x"}, "X-Keep": {"1"}})
+		require.NoError(t, err)
+		defer c.Close()
+		_, _, err = c.ReadMessage(context.Background())
+		require.NoError(t, err)
+		assert.Empty(t, b.lastHeader(t).Get("Authorization"))
+		assert.Equal(t, "1", b.lastHeader(t).Get("X-Keep"))
+	})
+
+	t.Run("unknown close code is the application's", func(t *testing.T) {
+		a := scripted(t, false, func(c *websocket.Conn, r *http.Request) { closeWith(c, "", 4000, "bye") })
+		var d client.Dialer
+		c, _, err := d.Connect(context.Background(), wsURL(a, "/"), nil)
+		require.NoError(t, err)
+		defer c.Close()
+		_, _, err = c.ReadMessage(context.Background())
+		assert.True(t, websocket.IsCloseError(err, 4000), err)
+	})
+
+	t.Run("redirect message without a close is swallowed, later data is not", func(t *testing.T) {
+		a := scripted(t, false, func(c *websocket.Conn, r *http.Request) {
+			c.WriteMessage(websocket.TextMessage, []byte("wsr1 ws://elsewhere/"))
+			c.WriteMessage(websocket.TextMessage, []byte("data"))
+			closeWith(c, "", websocket.CloseNormalClosure, "")
+		})
+		var d client.Dialer
+		c, _, err := d.Connect(context.Background(), wsURL(a, "/"), nil)
+		require.NoError(t, err)
+		defer c.Close()
+		_, p, err := c.ReadMessage(context.Background())
+		require.NoError(t, err)
+		assert.Equal(t, "data", string(p))
+		_, _, err = c.ReadMessage(context.Background())
+		assert.True(t, websocket.IsCloseError(err, websocket.CloseNormalClosure), err)
+	})
+}
+
+func TestConnCloseRetry(t *testing.T) {
+	var visits atomic.Int64
+	a := scripted(t, false, func(c *websocket.Conn, r *http.Request) {
+		if visits.Add(1) == 1 {
+			closeWith(c, "", wsredirect.CloseRetry, wsredirect.EncodeRetry(2*time.Second))
+			return
+		}
+		c.WriteMessage(websocket.TextMessage, []byte("welcome back "+r.Header.Get("Authorization")))
+		c.ReadMessage()
+	})
+	var slept []time.Duration
+	d := client.Dialer{
+		Jitter: func(time.Duration) time.Duration { return 3 * time.Millisecond },
+		Sleep: func(ctx context.Context, d time.Duration) error {
+			slept = append(slept, d)
+			return nil
+		},
+	}
+	c, _, err := d.Connect(context.Background(), wsURL(a, "/"), http.Header{"Authorization": {"Bearer x"}})
+	require.NoError(t, err)
+	defer c.Close()
+	_, p, err := c.ReadMessage(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, "welcome back Bearer x", string(p), "a retry goes back to the first URL with the caller's header")
+	assert.Equal(t, []time.Duration{2*time.Second + 3*time.Millisecond}, slept)
+	hops := c.Hops()
+	require.Len(t, hops, 2)
+	assert.Equal(t, wsredirect.CloseRetry, hops[0].Close)
+	assert.Equal(t, 2*time.Second, hops[0].RetryAfter)
+}
+
+func TestConnChainEndsWithData(t *testing.T) {
+	// a → b → a is a loop only when no data flowed: here each node serves
+	// the client before moving it on, as nodes draining one after the
+	// other would.
+	var visitsA atomic.Int64
+	var bURL atomic.Value
+	a := scripted(t, false, func(c *websocket.Conn, r *http.Request) {
+		if visitsA.Add(1) == 1 {
+			c.WriteMessage(websocket.TextMessage, []byte("A1"))
+			closeRedirect(c, bURL.Load().(string))
+			return
+		}
+		c.WriteMessage(websocket.TextMessage, []byte("A2"))
+		c.ReadMessage()
+	})
+	b := scripted(t, false, func(c *websocket.Conn, r *http.Request) {
+		c.WriteMessage(websocket.TextMessage, []byte("B"))
+		closeRedirect(c, wsURL(a, "/"))
+	})
+	bURL.Store(wsURL(b, "/"))
+
+	var d client.Dialer
+	c, _, err := d.Connect(context.Background(), wsURL(a, "/"), nil)
+	require.NoError(t, err)
+	defer c.Close()
+	var got []string
+	for range 3 {
+		_, p, err := c.ReadMessage(context.Background())
+		require.NoError(t, err)
+		got = append(got, string(p))
+	}
+	assert.Equal(t, []string{"A1", "B", "A2"}, got)
+	assert.Equal(t, []string{wsURL(b, "/"), wsURL(a, "/")}, []string{c.Hops()[0].URL, c.Hops()[1].URL})
+}
+
+func TestConnReadHonoursContext(t *testing.T) {
+	quiet := startNode(t, "Q", false, nil)
+	var d client.Dialer
+	c, _, err := d.Connect(context.Background(), wsURL(quiet.Server, "/"), nil)
+	require.NoError(t, err)
+	defer c.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, _, err = c.ReadMessage(ctx)
+	require.ErrorIs(t, err, context.Canceled)
+}
+
+func TestConnReadKeepsWorkingAfterUnusedContext(t *testing.T) {
+	// A context that ends after its read returned must not fail the next
+	// read.
+	b := startNode(t, "B", false, nil)
+	var d client.Dialer
+	c, _, err := d.Connect(context.Background(), wsURL(b.Server, "/"), nil)
+	require.NoError(t, err)
+	defer c.Close()
+	for i := range 3 {
+		ctx, cancel := context.WithCancel(context.Background())
+		require.NoError(t, c.WriteMessage(websocket.TextMessage, []byte(strconv.Itoa(i))))
+		_, p, err := c.ReadMessage(ctx)
+		cancel()
+		require.NoError(t, err)
+		assert.Equal(t, "B /: "+strconv.Itoa(i), string(p))
+	}
+}

@@ -1,0 +1,396 @@
+// Package client dials WebSocket servers and follows redirects the way a
+// careful HTTP client does: the 3xx a server may answer a handshake with
+// (RFC 6455 §4.1) and the close-code redirects the wsredirect middleware
+// sends to connections that are already open.
+//
+// Go's WebSocket clients each get redirects wrong in their own way:
+// gorilla/websocket never follows one (it returns ErrBadHandshake and the
+// response), coder/websocket follows without a hop limit, gobwas/ws never
+// follows. [Dialer] wraps gorilla's Dialer, keeps every option of it, and
+// follows 301, 302, 303, 307 and 308:
+//
+//   - at most [Dialer.MaxHops] redirects (10), and never to a URL already
+//     dialled in the chain;
+//   - a relative Location is resolved against the URL it answered, and
+//     http/https Locations are dialled as ws/wss;
+//   - a redirect from wss to ws is refused unless allowed;
+//   - Authorization, Cookie, Proxy-Authorization, a Host override and the
+//     URL's user info are dropped for the rest of the chain once a hop
+//     changes origin, as browsers and net/http do; [Dialer.CheckRedirect]
+//     can veto a hop or deliberately add credentials back;
+//   - a 503 with Retry-After is retried after that delay plus jitter, a
+//     bounded number of times;
+//   - the context bounds the whole chain, waits included.
+//
+// [Dialer.Connect] returns a [Conn] that also follows the close-code
+// redirects of wsredirect (CloseRedirect, CloseRetry) under the same rules,
+// reconnecting without surfacing them to the application.
+package client
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Defaults of the [Dialer] fields whose zero value means "default".
+const (
+	DefaultMaxHops       = 10
+	DefaultMaxRetries    = 3
+	DefaultMaxRetryDelay = 30 * time.Second
+)
+
+// Dialer dials WebSocket URLs and follows redirects. The zero value is
+// usable; it is safe for concurrent use as long as its fields are not
+// changed while dialling.
+type Dialer struct {
+	// Dialer makes each handshake; all of gorilla's options (TLS, proxy,
+	// buffers, subprotocols, compression, cookie jar, handshake timeout)
+	// apply to every hop. Its zero value, like gorilla's, uses no proxy and
+	// no per-hop timeout; start from *websocket.DefaultDialer for gorilla's
+	// defaults.
+	websocket.Dialer
+
+	// MaxHops caps the redirects followed in one chain, HTTP and
+	// close-code redirects alike. Default (0): 10, as net/http and Node's
+	// ws. Negative: no redirect is followed.
+	MaxHops int
+
+	// AllowDowngrade lets a chain go from wss to ws. Default: false, and
+	// such a redirect fails with ErrDowngrade.
+	AllowDowngrade bool
+
+	// CheckRedirect, when set, is called before each redirect is followed,
+	// like net/http's Client.CheckRedirect. next is a copy of the URL about
+	// to be dialled; header is what will be sent there, credentials already
+	// dropped if the hop changes origin. The hook may change header, for
+	// instance to add credentials for next's origin on purpose; the change
+	// holds for the rest of the chain (and is dropped again at the next
+	// change of origin). via lists the hops so far, the redirecting one
+	// last; it must not be modified or kept. A non-nil error stops the
+	// chain and is returned inside an [*Error].
+	CheckRedirect func(next *url.URL, header http.Header, via []Hop) error
+
+	// MaxRetries caps how many times a chain waits and tries again after a
+	// 503 with Retry-After or a CloseRetry. Default (0): 3. Negative: never.
+	MaxRetries int
+
+	// MaxRetryDelay is the longest wait a server may ask for; a longer
+	// Retry-After ends the chain with the 503 rather than waiting less than
+	// asked, which would only earn another 503. Default: 30s.
+	MaxRetryDelay time.Duration
+
+	// Jitter returns the random extra wait added to a retry delay, so that
+	// clients refused together do not all return at once. Default: uniform
+	// in [0, 1s + delay/10).
+	Jitter func(delay time.Duration) time.Duration
+
+	// Sleep waits for d, or until ctx is done and then returns ctx.Err().
+	// Default: a timer. Tests inject one to not wait.
+	Sleep func(ctx context.Context, d time.Duration) error
+}
+
+// Dial is [Dialer.DialContext] with context.Background. It hides gorilla's
+// Dial, which would not follow redirects.
+func (d *Dialer) Dial(urlStr string, requestHeader http.Header) (*websocket.Conn, *http.Response, error) {
+	return d.DialContext(context.Background(), urlStr, requestHeader)
+}
+
+// DialContext dials urlStr and follows redirects; it is a drop-in for
+// gorilla's DialContext. The response is the last one received, also on
+// failure when there is one; errors other than a bad urlStr are [*Error].
+// requestHeader is not modified.
+func (d *Dialer) DialContext(ctx context.Context, urlStr string, requestHeader http.Header) (*websocket.Conn, *http.Response, error) {
+	c, err := newChain(d, urlStr, requestHeader)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c.run(ctx, c.first)
+}
+
+// DialTrace is [Dialer.DialContext] that also returns the hops taken, the
+// last being the one that opened the connection.
+func (d *Dialer) DialTrace(ctx context.Context, urlStr string, requestHeader http.Header) (*websocket.Conn, *http.Response, []Hop, error) {
+	c, err := newChain(d, urlStr, requestHeader)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ws, resp, err := c.run(ctx, c.first)
+	return ws, resp, c.hops, err
+}
+
+// chain is the state of one redirect chain: where it started, what it sends
+// next and what it has seen.
+type chain struct {
+	d           *Dialer
+	first       *url.URL
+	firstHeader http.Header // the caller's header plus user info credentials
+	header      http.Header // what the next hop sends
+	cur         *url.URL    // the URL dialled last
+	hops        []Hop
+	loopFrom    int // hops before this index are not checked for loops
+	redirects   int
+	retries     int
+}
+
+func newChain(d *Dialer, urlStr string, requestHeader http.Header) (*chain, error) {
+	u, err := url.Parse(urlStr)
+	if err != nil {
+		return nil, fmt.Errorf("wsredirect/client: %w", err)
+	}
+	if err := canonicalize(u); err != nil {
+		return nil, fmt.Errorf("wsredirect/client: %q: %w", urlStr, err)
+	}
+	h := requestHeader.Clone()
+	if h == nil {
+		h = make(http.Header, 1)
+	}
+	if u.User != nil {
+		// gorilla refuses URLs with user info; send it the way net/http does.
+		if h.Get("Authorization") == "" {
+			pass, _ := u.User.Password()
+			h.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+pass)))
+		}
+		u.User = nil
+	}
+	return &chain{d: d, first: u, firstHeader: h, header: h.Clone()}, nil
+}
+
+// canonicalize maps http(s) to ws(s) and drops what does not name the
+// resource (fragment, default port), so a URL compares equal to itself
+// however a Location spells it.
+func canonicalize(u *url.URL) error {
+	switch u.Scheme {
+	case "ws", "http":
+		u.Scheme = "ws"
+	case "wss", "https":
+		u.Scheme = "wss"
+	default:
+		return fmt.Errorf("scheme %q is not ws, wss, http or https", u.Scheme)
+	}
+	if u.Host == "" {
+		return errors.New("no host")
+	}
+	u.Host = strings.ToLower(u.Host)
+	if p := u.Port(); (p == "80" && u.Scheme == "ws") || (p == "443" && u.Scheme == "wss") {
+		u.Host = u.Host[:len(u.Host)-len(p)-1]
+	}
+	if u.Path == "" && u.RawPath == "" {
+		u.Path = "/"
+	}
+	u.Fragment, u.RawFragment = "", ""
+	u.Opaque = ""
+	return nil
+}
+
+// run dials u and follows redirects and 503 retries from there.
+func (c *chain) run(ctx context.Context, u *url.URL) (*websocket.Conn, *http.Response, error) {
+	for {
+		c.cur = u
+		hop := Hop{URL: u.String()}
+		start := time.Now()
+		ws, resp, err := c.dialHop(ctx, hop.URL)
+		hop.Elapsed = time.Since(start)
+		if resp != nil {
+			hop.Status = resp.StatusCode
+			hop.Location = resp.Header.Get("Location")
+		}
+		if err == nil {
+			c.hops = append(c.hops, hop)
+			return ws, resp, nil
+		}
+		if resp == nil {
+			c.hops = append(c.hops, hop)
+			return nil, nil, c.fail(ctx, err)
+		}
+		switch hop.Status {
+		case http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther,
+			http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+			c.hops = append(c.hops, hop)
+			if hop.Location == "" {
+				return nil, resp, c.fail(ctx, err)
+			}
+			next, ferr := c.follow(u, hop.Location)
+			if ferr != nil {
+				return nil, resp, c.fail(ctx, ferr)
+			}
+			u = next
+		case http.StatusServiceUnavailable:
+			after, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+			hop.RetryAfter = after
+			c.hops = append(c.hops, hop)
+			if !ok {
+				return nil, resp, c.fail(ctx, err)
+			}
+			if werr := c.wait(ctx, after); werr != nil {
+				if werr == errNoRetry {
+					werr = err
+				}
+				return nil, resp, c.fail(ctx, werr)
+			}
+		default:
+			c.hops = append(c.hops, hop)
+			return nil, resp, c.fail(ctx, err)
+		}
+	}
+}
+
+// dialHop makes one handshake. gorilla bounds the handshake by the
+// context's deadline but not by its cancellation, so the connection's
+// deadline is pulled in when ctx is cancelled mid-handshake.
+func (c *chain) dialHop(ctx context.Context, u string) (*websocket.Conn, *http.Response, error) {
+	if ctx.Done() == nil {
+		return c.d.Dialer.DialContext(ctx, u, c.header)
+	}
+	var stop func() bool
+	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+		conn := info.Conn
+		stop = context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	}}
+	ws, resp, err := c.d.Dialer.DialContext(httptrace.WithClientTrace(ctx, trace), u, c.header)
+	if stop != nil && !stop() {
+		if ws != nil {
+			ws.Close()
+		}
+		if err == nil {
+			err = ctx.Err()
+		}
+		return nil, resp, err
+	}
+	return ws, resp, err
+}
+
+// fail wraps err with the chain, and names the context as the cause when it
+// ended the chain: gorilla turns the context's deadline into the socket's,
+// which can fire, as an i/o timeout, a moment before ctx.Err is set.
+func (c *chain) fail(ctx context.Context, err error) error {
+	cerr := ctx.Err()
+	if dl, ok := ctx.Deadline(); ok && cerr == nil && !time.Now().Before(dl) {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			cerr = context.DeadlineExceeded
+		}
+	}
+	if cerr != nil && !errors.Is(err, cerr) {
+		err = fmt.Errorf("%w: %w", cerr, err)
+	}
+	return &Error{Hops: append([]Hop(nil), c.hops...), Err: err}
+}
+
+// follow vets a redirect from cur to loc and returns the URL to dial.
+func (c *chain) follow(cur *url.URL, loc string) (*url.URL, error) {
+	next, err := cur.Parse(loc)
+	if err != nil {
+		return nil, fmt.Errorf("wsredirect/client: bad Location %q: %w", loc, err)
+	}
+	if err := canonicalize(next); err != nil {
+		return nil, fmt.Errorf("wsredirect/client: bad Location %q: %w", loc, err)
+	}
+	// Credentials in a Location come from the server, not the caller.
+	next.User = nil
+	if cur.Scheme == "wss" && next.Scheme == "ws" && !c.d.AllowDowngrade {
+		return nil, ErrDowngrade
+	}
+	limit := c.d.MaxHops
+	if limit == 0 {
+		limit = DefaultMaxHops
+	}
+	if c.redirects >= limit {
+		return nil, ErrTooManyHops
+	}
+	key := next.String()
+	for _, h := range c.hops[c.loopFrom:] {
+		if h.URL == key {
+			return nil, ErrLoop
+		}
+	}
+	if next.Scheme != cur.Scheme || next.Host != cur.Host {
+		for _, k := range [...]string{"Authorization", "Cookie", "Proxy-Authorization", "Host"} {
+			delete(c.header, k)
+		}
+	}
+	if c.d.CheckRedirect != nil {
+		n := *next
+		if err := c.d.CheckRedirect(&n, c.header, c.hops[:len(c.hops):len(c.hops)]); err != nil {
+			return nil, err
+		}
+	}
+	c.redirects++
+	return next, nil
+}
+
+// errNoRetry is a wait the dialer will not make.
+var errNoRetry = errors.New("wsredirect/client: retry not allowed")
+
+// wait sleeps before a retry, or returns errNoRetry when the retry budget or
+// the delay cap says no.
+func (c *chain) wait(ctx context.Context, after time.Duration) error {
+	maxRetries, maxDelay := c.d.MaxRetries, c.d.MaxRetryDelay
+	if maxRetries == 0 {
+		maxRetries = DefaultMaxRetries
+	}
+	if maxDelay == 0 {
+		maxDelay = DefaultMaxRetryDelay
+	}
+	if c.retries >= maxRetries || after > maxDelay {
+		return errNoRetry
+	}
+	c.retries++
+	jitter := defaultJitter
+	if c.d.Jitter != nil {
+		jitter = c.d.Jitter
+	}
+	sleep := defaultSleep
+	if c.d.Sleep != nil {
+		sleep = c.d.Sleep
+	}
+	return sleep(ctx, after+jitter(after))
+}
+
+func defaultJitter(delay time.Duration) time.Duration {
+	return rand.N(time.Second + delay/10)
+}
+
+func defaultSleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// parseRetryAfter reads Retry-After as seconds or an HTTP date (RFC 9110
+// §10.2.3).
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	if v == "" {
+		return 0, false
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n < 0 {
+			return 0, false
+		}
+		// Anything this long exceeds any sane MaxRetryDelay; clamp to
+		// keep the multiplication from overflowing.
+		n = min(n, int64(24*time.Hour/time.Second))
+		return time.Duration(n) * time.Second, true
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0, false
+	}
+	return max(t.Sub(now), 0), true
+}

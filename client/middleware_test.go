@@ -1,0 +1,72 @@
+package client_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/wsredirect/wsredirect"
+	"github.com/wsredirect/wsredirect/client"
+)
+
+// The dialer against the real middleware: the redirect it writes is the
+// one the dialer has to get right.
+func TestDialThroughMiddleware(t *testing.T) {
+	b := startNode(t, "B", false, nil)
+	var refused atomic.Bool
+	mw := wsredirect.MustNew(wsredirect.Options{Rules: []wsredirect.Rule{
+		wsredirect.Path("/rooms/*", wsURL(b.Server, "")),
+		wsredirect.Host(wsURL(b.Server, ""), "moved.example"),
+		wsredirect.NewRule("drain once", func(r *http.Request, s *wsredirect.State) wsredirect.Decision {
+			if r.URL.Path == "/drain" && refused.CompareAndSwap(false, true) {
+				return wsredirect.RefuseWith(0, time.Second)
+			}
+			return wsredirect.Decision{}
+		}),
+	}})
+	a := startNode(t, "A", false, mw.Handler)
+
+	tests := []struct {
+		name      string
+		path      string
+		header    http.Header
+		wantHops  []int
+		wantReply string
+	}{
+		{"path rule", "/rooms/42?user=ann", nil, []int{307, 101}, "B /rooms/42?user=ann: hello"},
+		{"host rule", "/lobby", http.Header{"Host": {"moved.example"}}, []int{307, 101}, "B /lobby: hello"},
+		{"no rule decides", "/lobby", nil, []int{101}, "A /lobby: hello"},
+		{"refusal retried", "/drain", nil, []int{503, 101}, "A /drain: hello"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var slept time.Duration
+			d := client.Dialer{Sleep: func(ctx context.Context, d time.Duration) error {
+				slept += d
+				return nil
+			}}
+			c, resp, hops, err := d.DialTrace(context.Background(), wsURL(a.Server, tc.path), tc.header)
+			require.NoError(t, err)
+			defer c.Close()
+			assert.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+			assert.Equal(t, tc.wantHops, statuses(hops))
+			assert.Equal(t, tc.wantReply, echo(t, c, "hello"))
+			if tc.wantHops[0] == 307 {
+				assert.Equal(t, wsURL(b.Server, tc.path), hops[0].Location, "an absolute ws Location")
+			}
+			if tc.wantHops[0] == 503 {
+				assert.Equal(t, time.Second, hops[0].RetryAfter)
+				assert.GreaterOrEqual(t, slept, time.Second)
+			}
+		})
+	}
+
+	t.Run("Host override not carried to another origin", func(t *testing.T) {
+		assert.Equal(t, strings.TrimPrefix(b.URL, "http://"), b.lastHeader(t).Get("Host"), "B saw its own host")
+	})
+}
