@@ -88,7 +88,7 @@ func (m *Middleware) MoveConns(ctx context.Context, opts MoveOptions) (moved int
 		opts.Grace = 5 * time.Second
 	}
 	s := m.state.Load()
-	if s.ring.Len() == 0 {
+	if s.fleet.ring.Len() == 0 {
 		return 0, errors.New("wsredirect: MoveConns: no members to move connections to")
 	}
 	var todo []*tracked
@@ -127,16 +127,10 @@ func (m *Middleware) MoveConns(ctx context.Context, opts MoveOptions) (moved int
 
 // liveOwner returns the member that should serve an open connection with
 // key hash h, and whether that is not this node; owner is -1 when no member
-// is left.
+// can.
 func (s *State) liveOwner(h uint64) (owner int, moves bool) {
-	owner = s.ring.ownerOf(h)
-	if owner != s.selfIndex {
-		return owner, true
-	}
-	if s.moves(h) {
-		return s.ring.ownerWithoutOf(h, s.selfIndex), true
-	}
-	return owner, false
+	owner = s.owner(h)
+	return owner, owner != s.fleet.self
 }
 
 func (s *State) moveOne(t *tracked, grace time.Duration) error {
@@ -148,9 +142,9 @@ func (s *State) moveOne(t *tracked, grace time.Duration) error {
 	if owner < 0 {
 		frame = websocket.FormatCloseMessage(CloseRetry, EncodeRetry(s.drainRetryAfter))
 	} else {
-		reason, ok := EncodeMove(s.memberTargets[owner])
+		reason, ok := EncodeMove(s.fleet.targets[owner])
 		if !ok {
-			return errorf("MoveConns: member URL %s is too long for a close reason", s.memberTargets[owner])
+			return errorf("MoveConns: member URL %s is too long for a close reason", s.fleet.targets[owner])
 		}
 		frame = websocket.FormatCloseMessage(CloseRedirect, reason)
 	}

@@ -105,11 +105,7 @@ type State struct {
 	mode           Mode
 	origins        []originPattern
 
-	ring            *Ring
-	memberTargets   []*Target // indexed like ring.Members()
-	selfIndex       int       // in memberTargets, or -1
-	drainStart      time.Time // zero when not draining
-	drainRamp       time.Duration
+	fleet           *fleet
 	drainRetryAfter time.Duration
 	now             func() time.Time
 }
@@ -169,11 +165,10 @@ func New(opts Options) (*Middleware, error) {
 		}
 		s.self = t
 	}
-	if s.ring, s.memberTargets, err = buildMembers(opts.Members); err != nil {
+	if s.fleet, err = newFleet(opts.Members, s.self, nil); err != nil {
 		return nil, err
 	}
-	s.selfIndex = selfIndex(s.memberTargets, s.self)
-	if s.rules, err = checkRules(opts.Rules, s.ring); err != nil {
+	if s.rules, err = checkRules(opts.Rules, s.fleet.ring); err != nil {
 		return nil, err
 	}
 	m := &Middleware{}
@@ -262,7 +257,7 @@ func (m *Middleware) SetRules(rules ...Rule) error {
 	var err error
 	m.update(func(s *State) {
 		var checked []Rule
-		if checked, err = checkRules(rules, s.ring); err == nil {
+		if checked, err = checkRules(rules, s.fleet.ring); err == nil {
 			s.rules = checked
 		}
 	})

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"time"
 )
 
 // Member is one node of a fleet.
@@ -14,6 +15,16 @@ type Member struct {
 	ID     string // stable identity hashed onto the ring; required, unique
 	URL    string // base URL clients are sent to (validated by the middleware, not by the ring; ring ignores it)
 	Weight int    // relative capacity; 0 means 1; negative is an error
+
+	// DrainingSince, when not zero, is when the member began draining: its
+	// keys go to the members that will own them once it is gone. Every node
+	// must be told, with the same time, or its peers send clients back to
+	// it. The ring ignores it: draining moves keys without reshuffling.
+	DrainingSince time.Time
+	// DrainRamp spreads a drain: the share of the member's keys handed off
+	// rises linearly from 0 at DrainingSince to 1 after DrainRamp, each key
+	// moving once. Zero hands off every key at once.
+	DrainRamp time.Duration
 }
 
 // Ring maps keys (room or user ids) to members so that every node of a fleet

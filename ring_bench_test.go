@@ -25,7 +25,7 @@ var benchSizes = []int{8, 64, 1024}
 func BenchmarkRingOwner(b *testing.B) {
 	keys := benchKeys()
 	for _, n := range benchSizes {
-		r := mustRing(b, fleet(n))
+		r := mustRing(b, testFleet(n))
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			i := 0
@@ -43,7 +43,7 @@ func BenchmarkRingOwner(b *testing.B) {
 func BenchmarkRingOwnerWithout(b *testing.B) {
 	keys := benchKeys()
 	for _, n := range benchSizes {
-		r := mustRing(b, fleet(n))
+		r := mustRing(b, testFleet(n))
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			i := 0
@@ -81,7 +81,7 @@ func BenchmarkRingBuild(b *testing.B) {
 	}
 	for _, w := range weightings {
 		for _, n := range benchSizes {
-			ms := fleet(n)
+			ms := testFleet(n)
 			for i := range ms {
 				ms[i].Weight = w.weight(i)
 			}

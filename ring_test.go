@@ -31,7 +31,7 @@ var (
 )
 
 // fleet returns n members with equal weights, IDs "node-0" … "node-<n-1>".
-func fleet(n int) []Member {
+func testFleet(n int) []Member {
 	ms := make([]Member, n)
 	for i := range ms {
 		ms[i] = Member{ID: fmt.Sprintf("node-%d", i), URL: fmt.Sprintf("wss://n%d.example.com", i)}
@@ -49,7 +49,7 @@ func mustRing(t testing.TB, ms []Member) *Ring {
 // ring64 is shared because builds are the slow part of these tests under
 // -race.
 var ring64 = sync.OnceValue(func() *Ring {
-	r, err := NewRing(fleet(64))
+	r, err := NewRing(testFleet(64))
 	if err != nil {
 		panic(err)
 	}
@@ -113,7 +113,7 @@ func TestRingSmall(t *testing.T) {
 }
 
 func TestRingInsertionOrderIrrelevant(t *testing.T) {
-	ms := fleet(16)
+	ms := testFleet(16)
 	ms[3].Weight, ms[7].Weight = 3, 2
 	a := mustRing(t, ms)
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -144,7 +144,7 @@ func TestRingGolden(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ms := fleet(10)
+			ms := testFleet(10)
 			for i := range ms {
 				ms[i].Weight = tc.weights(i)
 			}
@@ -236,7 +236,7 @@ func TestRingMatchesReference(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ms := fleet(tc.n)
+			ms := testFleet(tc.n)
 			for i := range ms {
 				ms[i].Weight = tc.weights(i)
 			}
@@ -265,7 +265,7 @@ func TestRingWeights(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ms := fleet(len(tc.weights))
+			ms := testFleet(len(tc.weights))
 			for i := range ms {
 				ms[i].Weight = tc.weights[i]
 			}
@@ -379,7 +379,7 @@ func TestRingOwnerWithoutSmall(t *testing.T) {
 }
 
 func TestRingBuildIndependentOfWorkers(t *testing.T) {
-	ms := fleet(300) // more than 256 members: uint16 tables
+	ms := testFleet(300) // more than 256 members: uint16 tables
 	ms[1].Weight = 2
 	r := mustRing(t, ms)
 	// One sequential pass over a stretch that several workers' chunks

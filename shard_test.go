@@ -335,3 +335,86 @@ func TestFleetEndToEnd(t *testing.T) {
 		})
 	}
 }
+
+// TestDrainAgreement is the regression test for drained clients bouncing
+// between nodes: once every node is told a member drains (with the same
+// time), all nodes send each key to the same server, so a client moves once
+// and never back. It covers one drainer (runner-up table), two drainers
+// (post-drain ring) and a ramp half way through.
+func TestDrainAgreement(t *testing.T) {
+	clock := &fakeClock{}
+	members := testFleet(6)
+	for i := range members {
+		members[i].URL = fmt.Sprintf("wss://%s.example.com", members[i].ID)
+	}
+	nodes := make([]*Middleware, len(members))
+	for i := range members {
+		nodes[i] = shardMiddleware(t, members[i].URL, members, clock)
+	}
+	since := clock.now()
+	serverFor := func(node *Middleware, key string) string {
+		d := node.Decide(roomRequest(key))
+		require.NotEqual(t, Refuse, d.Action)
+		if d.Action == Pass {
+			return node.State().Self().String()
+		}
+		return d.Target.String()
+	}
+	// drained maps each draining member to whether it is fully drained.
+	check := func(t *testing.T, drained map[string]bool) {
+		moved := 0
+		for k := 0; k < 3000; k++ {
+			key := fmt.Sprintf("room-%d", k)
+			want := serverFor(nodes[0], key)
+			for _, node := range nodes[1:] {
+				require.Equal(t, want, serverFor(node, key), "nodes disagree on %s", key)
+			}
+			for id, full := range drained {
+				if full {
+					require.NotEqual(t, "wss://"+id+".example.com", want, "%s served by drained %s", key, id)
+				}
+			}
+			ring := nodes[0].State().Ring()
+			if ring.Members()[ring.Owner(key)].URL != want {
+				moved++
+				_, draining := drained[ring.Members()[ring.Owner(key)].ID]
+				assert.True(t, draining, "only drained members' keys move: %s", key)
+			}
+		}
+		assert.NotZero(t, moved)
+	}
+	drainEverywhere := func(id string, ramp time.Duration) {
+		for _, node := range nodes {
+			require.NoError(t, node.DrainMember(id, since, ramp))
+		}
+	}
+
+	t.Run("one member", func(t *testing.T) {
+		drainEverywhere(members[1].ID, 0)
+		check(t, map[string]bool{members[1].ID: true})
+	})
+	t.Run("two members", func(t *testing.T) {
+		drainEverywhere(members[4].ID, 0)
+		check(t, map[string]bool{members[1].ID: true, members[4].ID: true})
+	})
+	t.Run("ramp half way", func(t *testing.T) {
+		drainEverywhere(members[4].ID, 0)
+		drainEverywhere(members[1].ID, 10*time.Second)
+		clock.advance(5 * time.Second)
+		check(t, map[string]bool{members[1].ID: false, members[4].ID: true})
+	})
+	t.Run("undrain", func(t *testing.T) {
+		for _, node := range nodes {
+			require.NoError(t, node.DrainMember(members[1].ID, time.Time{}, 0))
+			require.NoError(t, node.DrainMember(members[4].ID, time.Time{}, 0))
+		}
+		ring := nodes[0].State().Ring()
+		for k := 0; k < 500; k++ {
+			key := fmt.Sprintf("room-%d", k)
+			assert.Equal(t, ring.Members()[ring.Owner(key)].URL, serverFor(nodes[2], key))
+		}
+	})
+	assert.ErrorContains(t, nodes[0].DrainMember("nobody", since, 0), `wsredirect: DrainMember: no member "nobody"`)
+	outsider := MustNew(Options{Self: "wss://front.example.com", Members: members, Rules: []Rule{Shard(QueryKey("room"))}})
+	assert.ErrorContains(t, outsider.Drain(0), "wsredirect: Drain: this node (Options.Self) is not one of the members")
+}
