@@ -32,10 +32,12 @@ const (
 // to answer the close frame before the TCP connection is closed.
 const closeWait = 2 * time.Second
 
-// originPattern is a compiled entry of Options.Origins.
+// originPattern is a compiled entry of Options.Origins. An origin is
+// scheme, host and port: without a port, the pattern means the scheme's
+// default port, not any port.
 type originPattern struct {
-	scheme string
-	host   hostPattern
+	scheme, port string
+	host         hostPattern
 }
 
 func parseOrigins(origins []string) ([]originPattern, error) {
@@ -46,7 +48,12 @@ func parseOrigins(origins []string) ([]originPattern, error) {
 		if !ok || !hok || (scheme != "http" && scheme != "https") {
 			return nil, errorf("Options.Origins: %q: want scheme://host[:port], such as https://app.example.com or https://*.example.com", o)
 		}
-		pats = append(pats, originPattern{scheme: scheme, host: hp})
+		port := hp.port
+		if port == "" {
+			port = defaultPort(scheme)
+		}
+		hp.port = ""
+		pats = append(pats, originPattern{scheme: scheme, port: port, host: hp})
 	}
 	return pats, nil
 }
@@ -82,12 +89,24 @@ func (s *State) originAllowed(r *http.Request) bool {
 	if len(s.origins) == 0 {
 		return strings.EqualFold(u.Host, s.Host(r))
 	}
+	port := u.Port()
+	if port == "" {
+		port = defaultPort(strings.ToLower(u.Scheme))
+	}
 	for i := range s.origins {
-		if strings.EqualFold(u.Scheme, s.origins[i].scheme) && s.origins[i].host.match(u.Host) {
+		o := &s.origins[i]
+		if strings.EqualFold(u.Scheme, o.scheme) && port == o.port && o.host.match(u.Host) {
 			return true
 		}
 	}
 	return false
+}
+
+func defaultPort(scheme string) string {
+	if scheme == "https" {
+		return "443"
+	}
+	return "80"
 }
 
 // closeWith accepts the upgrade and closes it with code and reason, after

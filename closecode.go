@@ -32,8 +32,10 @@ import (
 //
 // A client may offer the subprotocol RedirectSubprotocol: a close-frame
 // answer selects it, so the client knows at open that this connection is
-// only a redirect and can keep it from the application; the app's own
-// upgrader does not select it.
+// only a redirect and can keep it from the application. Offer it only
+// beside the app's own subprotocols: browsers fail a handshake that offered
+// subprotocols when the server selects none, and an app that uses none
+// selects none. Without it a client learns of a redirect from the close.
 //
 // A client that sees CloseRedirect reconnects to the target; one that sees
 // CloseRetry waits the given time (plus jitter) and reconnects to the URL it

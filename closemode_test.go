@@ -158,8 +158,8 @@ func TestCloseMode(t *testing.T) {
 		opts.Origins = []string{"https://app.example.com", "https://*.pages.example.com"}
 		srv := newServer(opts)
 		for origin, ok := range map[string]bool{
-			"https://app.example.com": true, "https://x.pages.example.com": true,
-			"http://app.example.com": false, srv.URL: false, "null": false,
+			"https://app.example.com": true, "https://x.pages.example.com": true, "https://app.example.com:443": true,
+			"http://app.example.com": false, "https://app.example.com:8443": false, srv.URL: false, "null": false,
 		} {
 			c, resp, err := dialBrowserLike(t, wsURL(srv)+"/x", origin)
 			if ok {
@@ -314,4 +314,19 @@ func TestMoveConns(t *testing.T) {
 	assert.NoError(t, err)
 	_, err = MustNew(Options{Rules: []Rule{Path("/*", "wss://x.example.com")}}).MoveConns(context.Background(), MoveOptions{})
 	assert.ErrorContains(t, err, "wsredirect: MoveConns: no members")
+}
+
+func TestResolveCORS(t *testing.T) {
+	mw := MustNew(Options{Origins: []string{"https://app.example.com"}, Rules: []Rule{Path("/*", "wss://b.example.com")}})
+	for origin, allowed := range map[string]bool{"https://app.example.com": true, "https://evil.example.org": false} {
+		r := httptest.NewRequest(http.MethodGet, "http://api.example.com/rooms/1", nil)
+		r.Header.Set("Origin", origin)
+		w := httptest.NewRecorder()
+		mw.ResolveHandler().ServeHTTP(w, r)
+		want := ""
+		if allowed {
+			want = origin
+		}
+		assert.Equal(t, want, w.Header().Get("Access-Control-Allow-Origin"), origin)
+	}
 }

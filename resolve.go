@@ -20,7 +20,8 @@ import (
 //	mux.Handle("/resolve/", http.StripPrefix("/resolve", mw.ResolveHandler()))
 //
 // so GET /resolve/rooms/42?room=42 resolves /rooms/42?room=42. Targets use
-// ws/wss whatever Options.HTTPLocation says.
+// ws/wss whatever Options.HTTPLocation says. Pages on the Options.Origins
+// may read the answer across origins (Access-Control-Allow-Origin).
 func (m *Middleware) ResolveHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -31,6 +32,11 @@ func (m *Middleware) ResolveHandler() http.Handler {
 		s := m.state.Load()
 		d := s.decide(r)
 		h := w.Header()
+		if o := r.Header["Origin"]; len(s.origins) > 0 && len(o) == 1 && s.originAllowed(r) {
+			// A page on an allowed origin may read the answer.
+			h.Set("Access-Control-Allow-Origin", o[0])
+			h.Add("Vary", "Origin")
+		}
 		h["Cache-Control"] = noStore
 		h.Set("Content-Type", "application/json")
 		var body struct {

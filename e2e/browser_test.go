@@ -132,11 +132,10 @@ func TestBrowser(t *testing.T) {
 		require.Equal(t, a.name, tab.greeting(0).Node)
 		require.Eventually(t, func() bool { return a.mw.Tracked() == 1 }, wait, 10*time.Millisecond)
 
-		// The control plane tells the peers that a is leaving, as an etcd
-		// watch would: they still count a as the key's owner otherwise, and
-		// send the client straight back to it.
-		f.leave(a)
-		a.mw.Drain(0)
+		// Every node is told a drains, as a control plane would: peers
+		// that still counted a as the key's owner would send the client
+		// straight back to it.
+		f.drain(a)
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
 		moved, err := a.mw.MoveConns(ctx, wsredirect.MoveOptions{Batch: 10, Interval: 10 * time.Millisecond})
@@ -197,12 +196,12 @@ func TestBrowser(t *testing.T) {
 		f := newFleet(t, page.origin, wsredirect.ModeAuto)
 		only := f.nodes[0]
 		require.NoError(t, only.mw.SetMembers(wsredirect.Member{ID: only.name, URL: only.url}))
-		only.mw.Drain(0) // no member left: 503, sent as 4503 "wsr1 retry=1"
+		require.NoError(t, only.mw.Drain(0)) // no member left: 503, sent as 4503 "wsr1 retry=1"
 		tab := openTab(t, browser, page)
 
 		tab.call("helper", only.url+"/ws?room=r", echo, map[string]any{"retryJitterMs": 200})
 		require.Eventually(t, func() bool { return only.refusals.Load() > 0 }, wait, 5*time.Millisecond)
-		only.mw.Undrain()
+		require.NoError(t, only.mw.Undrain())
 		hello := tab.greeting(0)
 
 		assert.Equal(t, only.name, hello.Node)
@@ -219,7 +218,7 @@ func startChromium(t *testing.T) context.Context {
 		path = "/usr/bin/chromium"
 	}
 	if _, err := os.Stat(path); err != nil {
-		t.Skip("browser tests need Chromium: apt-get install -y chromium (or set CHROME=/path)")
+		skipForTool(t, "browser tests need Chromium: apt-get install -y chromium (or set CHROME=/path)")
 	}
 	var output syncBuffer
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
@@ -396,19 +395,12 @@ func (f *fleet) room(want func(owner *node) bool) string {
 	panic("no such room in 1000")
 }
 
-// leave removes n from the membership of every other node.
-func (f *fleet) leave(n *node) {
-	var rest []wsredirect.Member
-	for _, m := range f.members {
-		if m.ID != n.name {
-			rest = append(rest, m)
-		}
-	}
+// drain marks n as draining, from now, on every node of the fleet.
+func (f *fleet) drain(n *node) {
+	since := time.Now()
 	for _, o := range f.nodes {
-		if o != n {
-			if err := o.mw.SetMembers(rest...); err != nil {
-				panic(err)
-			}
+		if err := o.mw.DrainMember(n.name, since, 0); err != nil {
+			panic(err)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -47,7 +48,7 @@ func requireNodeWS(t *testing.T) string {
 		_, err = os.Stat(filepath.Join("node", "node_modules", "ws", "package.json"))
 	}
 	if err != nil {
-		t.Skipf("run `npm ci --prefix e2e/node` (needs Node.js 20+): %v", err)
+		skipForTool(t, fmt.Sprintf("run `npm ci --prefix e2e/node` (needs Node.js 20+): %v", err))
 	}
 	return node
 }
