@@ -1,6 +1,7 @@
 package wsredirect
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -117,6 +118,16 @@ func BenchmarkRedirect(b *testing.B) {
 			benchServe(b, mw.Handler(nop), upgradeTo(tc.url))
 		})
 	}
+	b.Run("shard/n=64", func(b *testing.B) {
+		members := testFleet(64)
+		mw := MustNew(Options{Self: members[0].URL, Members: members, Rules: []Rule{Shard(QueryKey("room"))}})
+		ring := mw.State().Ring()
+		key := "room-1"
+		for i := 0; ring.Owner(key) == 0; i++ {
+			key = fmt.Sprintf("room-%d", i)
+		}
+		benchServe(b, mw.Handler(nop), upgradeTo("http://chat.example.com/rooms?room="+key+"&token=abc"))
+	})
 }
 
 // BenchmarkAdversarialConnection measures detection against a 1 KiB
