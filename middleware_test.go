@@ -304,24 +304,14 @@ func TestSwapUnderLoad(t *testing.T) {
 	a, b := Path("/*", "wss://a.example.com"), Path("/*", "wss://b.example.com")
 	mw := MustNew(Options{Rules: []Rule{a}})
 	h := mw.Handler(http.NotFoundHandler())
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			rules := a
-			if i%2 == 1 {
-				rules = b
-			}
-			assert.NoError(t, mw.SetRules(rules))
+	stop := churn(func(i int) {
+		rules := a
+		if i%2 == 1 {
+			rules = b
 		}
-	}()
+		assert.NoError(t, mw.SetRules(rules))
+	})
+	var wg sync.WaitGroup
 	for g := 0; g < 4; g++ {
 		wg.Add(1)
 		go func() {
@@ -334,9 +324,30 @@ func TestSwapUnderLoad(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(10 * time.Millisecond)
-	close(stop)
 	wg.Wait()
+	stop()
+}
+
+// churn calls change(0), change(1), … in a goroutine until stop is called.
+func churn(change func(i int)) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			change(i)
+		}
+	}()
+	return func() {
+		close(done)
+		wg.Wait()
+	}
 }
 
 func TestPassthroughAllocs(t *testing.T) {

@@ -422,6 +422,11 @@ func wymix(a, b uint64) uint64 {
 	return hi ^ lo
 }
 
+// HashKey is the fleet-wide 64-bit hash the ring places keys by, for code
+// that must agree with it (peer benchmarks, a router of your own). It is
+// fixed across processes, machines and versions: golden tests pin it.
+func HashKey(key string) uint64 { return hashKey(key) }
+
 // hashKey is the fleet-wide 64-bit hash of a key, built like wyhash final 4
 // with seed 0 (the family Go's runtime uses where AES is missing): about
 // 3 ns for a short key, with no allocation and no dependency.

@@ -229,24 +229,14 @@ func TestSetMembersUnderLoad(t *testing.T) {
 	require.NoError(t, err)
 	rings[2] = r2
 
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			set := abc
-			if i%2 == 0 {
-				set = two
-			}
-			assert.NoError(t, mw.SetMembers(set...))
+	stop := churn(func(i int) {
+		set := abc
+		if i%2 == 0 {
+			set = two
 		}
-	}()
+		assert.NoError(t, mw.SetMembers(set...))
+	})
+	var wg sync.WaitGroup
 	for g := 0; g < 2; g++ {
 		wg.Add(1)
 		go func(g int) {
@@ -265,9 +255,8 @@ func TestSetMembersUnderLoad(t *testing.T) {
 			}
 		}(g)
 	}
-	time.Sleep(50 * time.Millisecond)
-	close(stop)
 	wg.Wait()
+	stop()
 }
 
 // TestFleetEndToEnd runs three real servers, each with the same middleware

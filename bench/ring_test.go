@@ -5,7 +5,6 @@ package bench
 
 import (
 	"fmt"
-	"math/bits"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -64,11 +63,11 @@ var routers = []router{
 		ms = r.Members()
 		return func(k string) string { return ms[r.Owner(k)].ID }
 	}},
-	{"jump", "jump.Hash(wyhash(key), n)", func(nodes []string) func(string) string {
-		return func(k string) string { return nodes[jump.Hash(wyhash(k), len(nodes))] }
+	{"jump", "jump.Hash(wsredirect.HashKey(key), n)", func(nodes []string) func(string) string {
+		return func(k string) string { return nodes[jump.Hash(wsredirect.HashKey(k), len(nodes))] }
 	}},
-	{"rendezvous", "go-rendezvous with wyhash", func(nodes []string) func(string) string {
-		return rendezvous.New(nodes, wyhash).Lookup
+	{"rendezvous", "go-rendezvous with wsredirect.HashKey", func(nodes []string) func(string) string {
+		return rendezvous.New(nodes, wsredirect.HashKey).Lookup
 	}},
 	{"groupcache", "consistenthash, 50 replicas (groupcache's defaultReplicas), crc32", func(nodes []string) func(string) string {
 		m := consistenthash.New(50, nil)
@@ -121,7 +120,7 @@ func BenchmarkHash(b *testing.B) {
 	for _, h := range []struct {
 		name string
 		fn   func(string) uint64
-	}{{"wyhash", wyhash}, {"xxhash", xxhash.Sum64String}} {
+	}{{"wsredirect", wsredirect.HashKey}, {"xxhash", xxhash.Sum64String}} {
 		b.Run(h.name, func(b *testing.B) {
 			b.ReportAllocs()
 			i := 0
@@ -191,75 +190,4 @@ func TestRouters(t *testing.T) {
 			}
 		})
 	}
-}
-
-// TestWyhash pins the copy below to the root package's TestHashKeyGolden
-// vectors.
-func TestWyhash(t *testing.T) {
-	for key, want := range map[string]uint64{
-		"":            0x409638ee2bde459,
-		"a":           0x28d2053309d28531,
-		"room-123456": 0xae4ac13aa0c67449,
-		"user:0123456789abcdef0123456789abcdef0123456789abcdef": 0x6d7d86280e531457,
-	} {
-		require.Equal(t, want, wyhash(key), "%q", key)
-	}
-}
-
-// wyhash is a copy of the root package's unexported hashKey, so jump and
-// go-rendezvous hash keys exactly as the ring does.
-func wyhash(s string) uint64 {
-	seed := wySeed
-	n := len(s)
-	var a, b uint64
-	switch {
-	case n >= 4 && n <= 16:
-		q := (n >> 3) << 2
-		a = r4(s, 0)<<32 | r4(s, q)
-		b = r4(s, n-4)<<32 | r4(s, n-4-q)
-	case n > 0 && n < 4:
-		a = uint64(s[0])<<16 | uint64(s[n>>1])<<8 | uint64(s[n-1])
-	case n > 16:
-		p, i := 0, n
-		if i > 48 {
-			see1, see2 := seed, seed
-			for ; i > 48; p, i = p+48, i-48 {
-				seed = wymix(r8(s, p)^wyp1, r8(s, p+8)^seed)
-				see1 = wymix(r8(s, p+16)^wyp2, r8(s, p+24)^see1)
-				see2 = wymix(r8(s, p+32)^wyp3, r8(s, p+40)^see2)
-			}
-			seed ^= see1 ^ see2
-		}
-		for ; i > 16; p, i = p+16, i-16 {
-			seed = wymix(r8(s, p)^wyp1, r8(s, p+8)^seed)
-		}
-		a, b = r8(s, p+i-16), r8(s, p+i-8)
-	}
-	hi, lo := bits.Mul64(a^wyp1, b^seed)
-	return wymix(lo^wyp0^uint64(n), hi^wyp1)
-}
-
-const (
-	wyp0 = 0xa0761d6478bd642f
-	wyp1 = 0xe7037ed1a0b428db
-	wyp2 = 0x8ebc6af09c88c6e3
-	wyp3 = 0x589965cc75374cc3
-)
-
-var wySeed = wymix(wyp0, wyp1)
-
-func wymix(a, b uint64) uint64 {
-	hi, lo := bits.Mul64(a, b)
-	return hi ^ lo
-}
-
-func r4(s string, i int) uint64 {
-	s = s[i : i+4]
-	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24
-}
-
-func r8(s string, i int) uint64 {
-	s = s[i : i+8]
-	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
-		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
 }
