@@ -15,5 +15,5 @@ test:
 
 # The README's benchmark tables.
 bench:
-	go test -run '^$$' -bench . -benchmem -count 1 .
+	go test -run '^$$' -bench . -benchmem -count 1 . ./client
 	cd bench && go test -run '^$$' -bench . -benchmem -count 1 .
