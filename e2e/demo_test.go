@@ -1,0 +1,141 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestDemo runs the README's first command as a user would: it builds
+// cmd/wsredirect-demo, starts it on a free port, opens the page it prints
+// in Chromium, joins a room, drains the room's node and watches the room
+// move to the node the front door now names, then undrains it and watches
+// the room come back. Set WSREDIRECT_DEMO_SCREENSHOT=file.png to keep a
+// picture of the page after the drain.
+func TestDemo(t *testing.T) {
+	browser := startChromium(t)
+	front := startDemo(t)
+	tab := openTab(t, browser, &page{url: front + "/"})
+	tab.do(chromedp.EmulateViewport(1280, 860))
+	const room = "e2e-room"
+
+	tab.do(chromedp.SendKeys(chromedp.CSS("#room"), room), chromedp.Click(chromedp.CSS(`#join button[type="submit"]`)))
+	first := tab.roomNode(room, "")
+	assert.Equal(t, ringOwner(t, front, room), first, "the page shows the node the ring names")
+
+	tab.do(chromedp.Click(chromedp.CSS(fmt.Sprintf(`button[data-node=%q][data-action="drain"]`, first))))
+	second := tab.roomNode(room, first)
+	assert.Equal(t, ringOwner(t, front, room), second, "the room moved to its owner while %s drains", first)
+	tab.poll(fmt.Sprintf(`document.querySelector('.node[data-node=%q]').classList.contains("draining")`, first))
+	tab.poll(fmt.Sprintf(`document.querySelector('[data-room=%q] .log').textContent.includes("moved from %s to %s")`, room, first, second))
+	if name := os.Getenv("WSREDIRECT_DEMO_SCREENSHOT"); name != "" {
+		tab.screenshot(name)
+	}
+
+	tab.do(chromedp.Click(chromedp.CSS(fmt.Sprintf(`button[data-node=%q][data-action="undrain"]`, first))))
+	assert.Equal(t, first, tab.roomNode(room, second), "undrain moves the room home")
+}
+
+// startDemo builds and starts the demo on a free port, and returns the
+// front door's URL from its first line. At cleanup it interrupts the demo
+// and expects a clean exit.
+func startDemo(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "wsredirect-demo")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/wsredirect-demo")
+	build.Dir = ".." // the core module
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "go build:\n%s", out)
+
+	var output syncBuffer
+	demo := exec.Command(bin, "-addr", "127.0.0.1:0")
+	demo.Stderr = &output
+	stdout, err := demo.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, demo.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- demo.Wait() }()
+
+	lines := make(chan string, 1)
+	go func() {
+		r := bufio.NewReader(stdout)
+		first, _ := r.ReadString('\n')
+		lines <- first
+		output.Write([]byte(first))
+		io.Copy(&output, r)
+	}()
+	t.Cleanup(func() {
+		demo.Process.Signal(os.Interrupt)
+		select {
+		case err := <-exited:
+			assert.NoError(t, err, "the demo exits cleanly on SIGINT:\n%s", output.String())
+		case <-time.After(15 * time.Second):
+			demo.Process.Kill()
+			t.Errorf("the demo did not exit within 15s of SIGINT:\n%s", output.String())
+		}
+		if t.Failed() {
+			t.Logf("demo output:\n%s", output.String())
+		}
+	})
+
+	var first string
+	select {
+	case first = <-lines:
+	case err := <-exited:
+		t.Fatalf("the demo exited at start (%v):\n%s", err, output.String())
+	case <-time.After(wait):
+		t.Fatalf("the demo printed nothing in %s:\n%s", wait, output.String())
+	}
+	m := regexp.MustCompile(`^front door: (http://127\.0\.0\.1:\d+)\n$`).FindStringSubmatch(first)
+	require.NotNil(t, m, "first line %q", first)
+	return m[1]
+}
+
+// roomNode waits until the page shows room on a node other than not, and
+// returns that node.
+func (tb *tab) roomNode(room, not string) string {
+	tb.t.Helper()
+	raw := tb.poll(fmt.Sprintf(`((n) => n && n !== %q && n)(document.querySelector('[data-room=%q] .node-badge')?.dataset.node)`, not, room))
+	var node string
+	require.NoError(tb.t, json.Unmarshal(raw, &node))
+	return node
+}
+
+// screenshot saves the page as a PNG.
+func (tb *tab) screenshot(name string) {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, wait)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	require.NoError(tb.t, err)
+	require.NoError(tb.t, os.WriteFile(name, png, 0o644))
+	tb.t.Logf("screenshot: %s", name)
+}
+
+// ringOwner asks the front door which node serves new connections to room.
+func ringOwner(t *testing.T, front, room string) string {
+	t.Helper()
+	res, err := http.Get(front + "/debug/ring?key=" + room)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	var ring struct {
+		Owner string `json:"owner"`
+	}
+	require.NoError(t, json.NewDecoder(res.Body).Decode(&ring))
+	require.NotEmpty(t, ring.Owner, "the front door names an owner for %s", room)
+	return strings.TrimSpace(ring.Owner)
+}
