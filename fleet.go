@@ -142,7 +142,7 @@ func handsOff(m *Member, h uint64, now func() time.Time) bool {
 	if m.DrainingSince.IsZero() {
 		return false
 	}
-	f := drainFraction(m, now)
+	f := m.DrainFraction(now())
 	return f >= 1 || rampPoint(h) < f
 }
 
@@ -151,14 +151,16 @@ func rampPoint(h uint64) float64 {
 	return float64(h&freeHashBits) / float64(freeHashBits+1)
 }
 
-func drainFraction(m *Member, now func() time.Time) float64 {
+// DrainFraction returns the share of the member's keys handed off at now:
+// 0 when it is not draining, 1 once its DrainRamp has passed.
+func (m Member) DrainFraction(now time.Time) float64 {
 	if m.DrainingSince.IsZero() {
 		return 0
 	}
 	if m.DrainRamp <= 0 {
 		return 1
 	}
-	elapsed := now().Sub(m.DrainingSince)
+	elapsed := now.Sub(m.DrainingSince)
 	switch {
 	case elapsed <= 0:
 		return 0
@@ -188,7 +190,16 @@ func (s *State) Draining() (on bool, fraction float64) {
 		return false, 0
 	}
 	m := &s.fleet.members[s.fleet.self]
-	return !m.DrainingSince.IsZero(), drainFraction(m, s.now)
+	return !m.DrainingSince.IsZero(), m.DrainFraction(s.now())
+}
+
+// Owner returns the index in [State.Members] of the member that serves new
+// connections for key now, drains applied, or -1 when none can.
+func (s *State) Owner(key string) int {
+	if s.fleet.ring.Len() == 0 {
+		return -1
+	}
+	return s.owner(hashKey(key))
 }
 
 // SetMembers replaces the fleet, drain fields included. The ring is built
@@ -225,6 +236,10 @@ func (m *Middleware) Undrain() error {
 // DrainMember records that member id drains from since over ramp, as a
 // control plane tells every node; a zero since ends the drain. It costs no
 // ring rebuild unless two or more members drain at once.
+//
+// Order matters while the news spreads: tell the other nodes before the
+// draining one (and the undrained one before the others), or a node that
+// knows and one that does not yet send a new client back and forth.
 func (m *Middleware) DrainMember(id string, since time.Time, ramp time.Duration) error {
 	return m.swapFleet(func(members []Member) ([]Member, error) {
 		for i := range members {

@@ -355,6 +355,8 @@ func TestDrainAgreement(t *testing.T) {
 		for k := 0; k < 3000; k++ {
 			key := fmt.Sprintf("room-%d", k)
 			want := serverFor(nodes[0], key)
+			st := nodes[0].State()
+			require.Equal(t, want, st.Members()[st.Owner(key)].URL, "State.Owner agrees with the rule")
 			for _, node := range nodes[1:] {
 				require.Equal(t, want, serverFor(node, key), "nodes disagree on %s", key)
 			}

@@ -150,7 +150,7 @@ func ringHandler(mw *wsredirect.Middleware, self string) http.Handler {
 		for _, m := range st.Members() {
 			mv := memberView{ID: m.ID, URL: m.URL, Weight: m.Weight, Since: m.DrainingSince}
 			if !m.DrainingSince.IsZero() {
-				mv.Draining, mv.Fraction = true, drainFraction(m, now)
+				mv.Draining, mv.Fraction = true, m.DrainFraction(now)
 				if m.DrainRamp > 0 {
 					mv.Ramp = m.DrainRamp.String()
 				}
@@ -168,33 +168,12 @@ func ringHandler(mw *wsredirect.Middleware, self string) http.Handler {
 	})
 }
 
-// drainFraction is the share of a draining member's keys handed off at
-// now. The library reports it for the node itself only (State.Draining).
-func drainFraction(m wsredirect.Member, now time.Time) float64 {
-	if m.DrainRamp <= 0 {
-		return 1
-	}
-	return min(1, max(0, float64(now.Sub(m.DrainingSince))/float64(m.DrainRamp)))
-}
-
 // ownerNow returns the member a new connection to room would be served by,
-// drains applied, or "" when none can take it. The library has no public
-// owner lookup that applies drains, so it asks the rules about a request
-// for the room, as a real upgrade would be decided.
+// drains applied, or "" when none can take it.
 func ownerNow(mw *wsredirect.Middleware, room string) string {
-	r, err := http.NewRequest(http.MethodGet, "/rooms/room", nil)
-	if err != nil {
-		return ""
-	}
-	r.SetPathValue("room", room)
-	d := mw.Decide(r)
-	if d.Target == nil {
-		return ""
-	}
-	for _, m := range mw.State().Members() {
-		if t, err := wsredirect.ParseTarget(m.URL); err == nil && t.Equal(d.Target) {
-			return m.ID
-		}
+	st := mw.State()
+	if i := st.Owner(room); i >= 0 {
+		return st.Members()[i].ID
 	}
 	return ""
 }
