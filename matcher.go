@@ -65,12 +65,14 @@ func listHasToken(s, token string) bool {
 		for i < len(s) && listClass[s[i]] == classSpace {
 			i++
 		}
-		start := i
-		for i < len(s) && listClass[s[i]] == classToken {
-			i++
-		}
-		if i-start == len(token) && lettersEqualFold(s[start:i], token) {
-			found = true
+		// The element sought is compared whole rather than scanned.
+		if end := i + len(token); end <= len(s) && lettersEqualFold(s[i:end], token) &&
+			(end == len(s) || listClass[s[end]] != classToken) {
+			found, i = true, end
+		} else {
+			for i < len(s) && listClass[s[i]] == classToken {
+				i++
+			}
 		}
 		for i < len(s) && listClass[s[i]] == classSpace {
 			i++
@@ -86,14 +88,35 @@ func listHasToken(s, token string) bool {
 }
 
 // lettersEqualFold compares s with lower, which must be lower-case ASCII
-// letters of the same length: setting bit 0x20 folds only 'A'-'Z' onto them.
+// letters of the same length: setting bit 0x20 folds only 'A'-'Z' onto
+// them, so it can be done a word at a time.
 func lettersEqualFold(s, lower string) bool {
+	const fold8, fold4 = 0x2020202020202020, 0x20202020
+	switch n := len(lower); {
+	case n >= 8:
+		return load64(s, 0)|fold8 == load64(lower, 0) && load64(s, n-8)|fold8 == load64(lower, n-8)
+	case n >= 4:
+		return load32(s, 0)|fold4 == load32(lower, 0) && load32(s, n-4)|fold4 == load32(lower, n-4)
+	}
 	for i := 0; i < len(lower); i++ {
 		if s[i]|0x20 != lower[i] {
 			return false
 		}
 	}
 	return true
+}
+
+// load64 and load32 read little-endian words; the compiler turns each into
+// one load.
+func load64(s string, i int) uint64 {
+	_ = s[i+7]
+	return uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+		uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+}
+
+func load32(s string, i int) uint32 {
+	_ = s[i+3]
+	return uint32(s[i]) | uint32(s[i+1])<<8 | uint32(s[i+2])<<16 | uint32(s[i+3])<<24
 }
 
 // Classes of bytes in a token list.
