@@ -66,7 +66,7 @@ func listHasToken(s, token string) bool {
 			i++
 		}
 		// The element sought is compared whole rather than scanned.
-		if end := i + len(token); end <= len(s) && lettersEqualFold(s[i:end], token) &&
+		if end := i + len(token); end <= len(s) && s[i]|0x20 == token[0] && lettersEqualFold(s[i:end], token) &&
 			(end == len(s) || listClass[s[end]] != classToken) {
 			found, i = true, end
 		} else {
