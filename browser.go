@@ -21,7 +21,8 @@ const (
 	// Retry-After. Browsers see only a failed connection (close code 1006).
 	ModeStatus
 	// ModeClose accepts the upgrade and closes the connection at once with
-	// [CloseRedirect] and the target, or [CloseRetry] and the delay: the
+	// [CloseRedirect] and the target, or for a 503 [CloseRetry] and the
+	// delay (other refusals stay statuses): the
 	// close code and reason are what script in a browser can read. The
 	// accepting upgrade checks the Origin (Options.Origins). RFC 8441
 	// requests are always answered with a status.

@@ -146,6 +146,14 @@ func TestCloseMode(t *testing.T) {
 		assert.True(t, ok)
 		assert.Equal(t, 3*time.Second, d)
 	})
+	t.Run("a refusal other than 503 stays a status", func(t *testing.T) {
+		srv := newServer(Options{Rules: []Rule{NewRule("forbidden", func(*http.Request, *State) Decision {
+			return RefuseWith(http.StatusForbidden, 0)
+		})}})
+		_, resp, err := dialBrowserLike(t, wsURL(srv)+"/x", srv.URL)
+		require.ErrorIs(t, err, websocket.ErrBadHandshake)
+		assert.Equal(t, http.StatusForbidden, resp.StatusCode)
+	})
 	t.Run("cross origin refused by default", func(t *testing.T) {
 		srv := newServer(redirecting)
 		_, resp, err := dialBrowserLike(t, wsURL(srv)+"/x", "https://evil.example.org")

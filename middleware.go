@@ -217,13 +217,13 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case d.Action == Pass:
 		h.next.ServeHTTP(w, r)
-	case s.closeMode(r):
-		if d.Action == Redirect {
-			msg, reason := EncodeRedirect(location(r, d, s.httpLocation))
-			s.closeWith(w, r, msg, CloseRedirect, reason)
-		} else {
-			s.closeWith(w, r, "", CloseRetry, EncodeRetry(d.RetryAfter))
-		}
+	case d.Action == Redirect && s.closeMode(r):
+		msg, reason := EncodeRedirect(location(r, d, s.httpLocation))
+		s.closeWith(w, r, msg, CloseRedirect, reason)
+	case d.Status == http.StatusServiceUnavailable && s.closeMode(r):
+		// Only "come back later" has a close code; any other refusal,
+		// such as a rule's bug, is a status the browser reports as 1006.
+		s.closeWith(w, r, "", CloseRetry, EncodeRetry(d.RetryAfter))
 	case d.Action == Redirect:
 		s.writeRedirect(w, r, d)
 	default:
