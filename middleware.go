@@ -12,7 +12,12 @@
 // this node, goes on to the wrapped handler, which upgrades it.
 //
 // Browsers never follow a redirect on a WebSocket handshake: to them any 3xx
-// is a failed connection with close code 1006.
+// is a failed connection with close code 1006. So in [ModeAuto], the
+// default, a request with an Origin header is accepted and closed at once
+// with [CloseRedirect] and the target, which script can read; the
+// JavaScript helper ([ScriptHandler]) and this module's Go client follow it.
+// Fleets shard keys with [Shard] over Options.Members and move clients off a
+// draining node with [Middleware.Drain] and [Middleware.MoveConns].
 //
 //	mw, err := wsredirect.New(wsredirect.Options{
 //		Self:  "wss://a.example.com",
