@@ -68,7 +68,9 @@ const (
 // target: an optional text message to send first (empty when the target fits
 // in the close reason) and the close reason to send with [CloseRedirect].
 func EncodeRedirect(target string) (message, reason string) {
-	if len(target) <= maxInlineURL {
+	// A target that starts like another form of reason goes in a message;
+	// absolute URLs never do.
+	if len(target) <= maxInlineURL && !strings.HasPrefix(target, "+") && !strings.HasPrefix(target, "=") {
 		return "", wireV1 + target
 	}
 	return wireV1 + target, wireSeeMsg
