@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 
-.PHONY: test bench
+.PHONY: test bench fuzz
 test:
 	@if command -v npm >/dev/null 2>&1; then \
 		echo "== npm ci (e2e/node)"; npm ci --prefix e2e/node --no-audit --no-fund --loglevel=error; \
@@ -22,3 +22,10 @@ test:
 bench:
 	go test -run '^$$' -bench . -benchmem -count 1 . ./client
 	cd bench && go test -run '^$$' -bench . -benchmem -count 1 .
+
+# Longer fuzzing than the seed corpus make test runs: FUZZTIME per target.
+FUZZTIME ?= 30s
+fuzz:
+	@for f in FuzzListHasToken FuzzCloseCodec FuzzQueryValue FuzzPatterns; do \
+		echo "== $$f ($(FUZZTIME))"; go test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) . ; \
+	done
