@@ -109,3 +109,54 @@ func ExampleNewRule() {
 	// Output:
 	// 503 30
 }
+
+// Every node of a fleet runs the same rule over the same members; each
+// sends a room to its owner and serves the rooms it owns. A drain, told to
+// every node, moves only the drained node's rooms.
+func ExampleShard() {
+	members := []wsredirect.Member{
+		{ID: "a", URL: "wss://a.chat.example.com"},
+		{ID: "b", URL: "wss://b.chat.example.com"},
+		{ID: "c", URL: "wss://c.chat.example.com"},
+	}
+	nodes := map[string]*wsredirect.Middleware{}
+	for _, m := range members {
+		nodes[m.ID] = wsredirect.MustNew(wsredirect.Options{
+			Self:    m.URL,
+			Members: members,
+			Rules:   []wsredirect.Rule{wsredirect.Shard(wsredirect.QueryKey("room"))},
+		})
+	}
+	whereIs := func(room string) string {
+		r := httptest.NewRequest(http.MethodGet, "http://chat.example.com/ws?room="+room, nil)
+		r.Header.Set("Connection", "Upgrade")
+		r.Header.Set("Upgrade", "websocket")
+		d := nodes["a"].Decide(r)
+		if d.Action == wsredirect.Pass {
+			return "served by a"
+		}
+		return "sent to " + d.Target.String()
+	}
+	st := nodes["a"].State()
+	for _, room := range []string{"lobby", "games", "music"} {
+		fmt.Printf("%-6s owner %s, node a: %s\n", room, st.Members()[st.Owner(room)].ID, whereIs(room))
+	}
+
+	since := time.Now()
+	for _, n := range nodes {
+		n.DrainMember("a", since, 0)
+	}
+	st = nodes["a"].State()
+	fmt.Println("a drains:")
+	for _, room := range []string{"lobby", "games", "music"} {
+		fmt.Printf("%-6s owner %s, node a: %s\n", room, st.Members()[st.Owner(room)].ID, whereIs(room))
+	}
+	// Output:
+	// lobby  owner b, node a: sent to wss://b.chat.example.com
+	// games  owner a, node a: served by a
+	// music  owner c, node a: sent to wss://c.chat.example.com
+	// a drains:
+	// lobby  owner b, node a: sent to wss://b.chat.example.com
+	// games  owner c, node a: sent to wss://c.chat.example.com
+	// music  owner c, node a: sent to wss://c.chat.example.com
+}
