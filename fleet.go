@@ -3,6 +3,7 @@ package wsredirect
 import (
 	"errors"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -52,7 +53,7 @@ func newFleet(members []Member, self *Target, prev *fleet) (*fleet, error) {
 	// Keep the configured drain fields in ring order.
 	f.members = f.ring.Members()
 	for _, m := range members {
-		i := f.index(m.ID)
+		i := memberIndex(f.members, m.ID)
 		f.members[i].DrainingSince, f.members[i].DrainRamp = m.DrainingSince, m.DrainRamp
 		if m.DrainRamp < 0 {
 			return nil, errorf("member %s: negative DrainRamp", m.ID)
@@ -90,31 +91,22 @@ func samePlacement(sorted, members []Member) bool {
 		return false
 	}
 	for _, m := range members {
-		i, ok := slices.BinarySearchFunc(sorted, m.ID, func(a Member, id string) int {
-			switch {
-			case a.ID < id:
-				return -1
-			case a.ID > id:
-				return 1
-			}
-			return 0
-		})
+		i := memberIndex(sorted, m.ID)
 		w := max(m.Weight, 1)
-		if !ok || m.Weight < 0 || sorted[i].URL != m.URL || sorted[i].Weight != w {
+		if i < 0 || m.Weight < 0 || sorted[i].URL != m.URL || sorted[i].Weight != w {
 			return false
 		}
 	}
 	return true
 }
 
-// index returns the ring index of the member with id, or -1.
-func (f *fleet) index(id string) int {
-	for i := range f.members {
-		if f.members[i].ID == id {
-			return i
-		}
+// memberIndex finds id in members sorted by ID (ring order), or returns -1.
+func memberIndex(sorted []Member, id string) int {
+	i, ok := slices.BinarySearchFunc(sorted, id, func(m Member, id string) int { return strings.Compare(m.ID, id) })
+	if !ok {
+		return -1
 	}
-	return -1
+	return i
 }
 
 // owner returns the member that serves new connections for the key with
@@ -217,20 +209,24 @@ func (m *Middleware) SetMembers(members ...Member) error {
 // open are moved with [Middleware.MoveConns]. Drain fails when this node is
 // not a member.
 func (m *Middleware) Drain(ramp time.Duration) error {
-	s := m.state.Load()
-	if s.fleet.self < 0 {
-		return errors.New("wsredirect: Drain: this node (Options.Self) is not one of the members")
-	}
-	return m.DrainMember(s.fleet.members[s.fleet.self].ID, s.now(), ramp)
+	return m.drainSelf("Drain", true, ramp)
 }
 
 // Undrain ends this node's drain: it takes its keys again.
 func (m *Middleware) Undrain() error {
+	return m.drainSelf("Undrain", false, 0)
+}
+
+func (m *Middleware) drainSelf(op string, drain bool, ramp time.Duration) error {
 	s := m.state.Load()
 	if s.fleet.self < 0 {
-		return errors.New("wsredirect: Undrain: this node (Options.Self) is not one of the members")
+		return errorf("%s: this node (Options.Self) is not one of the members", op)
 	}
-	return m.DrainMember(s.fleet.members[s.fleet.self].ID, time.Time{}, 0)
+	var since time.Time
+	if drain {
+		since = s.now()
+	}
+	return m.DrainMember(s.fleet.members[s.fleet.self].ID, since, ramp)
 }
 
 // DrainMember records that member id drains from since over ramp, as a
