@@ -115,8 +115,8 @@ func BenchmarkRedirect(b *testing.B) {
 		url  string
 	}{
 		{"host", Host("wss://b.example.net", "other.example.com", "*.example.com"), "http://eu.chat.example.com/rooms/42?token=abc"},
-		{"path", Path("/rooms/*", "wss://b.example.net"), "http://chat.example.com/rooms/42?token=abc"},
-		{"path-rewrite", PathRewrite("/rooms/*", "wss://b.example.net", "/v2/rooms"), "http://chat.example.com/rooms/42?token=abc"},
+		{"path", Path("wss://b.example.net", "/rooms/*"), "http://chat.example.com/rooms/42?token=abc"},
+		{"path-rewrite", PathRewrite("wss://b.example.net", "/rooms/*", "/v2/rooms"), "http://chat.example.com/rooms/42?token=abc"},
 	}
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
@@ -125,11 +125,14 @@ func BenchmarkRedirect(b *testing.B) {
 		})
 	}
 	b.Run("shard/n=64", func(b *testing.B) {
-		members := testFleet(64)
+		members := make([]Member, 64)
+		for i := range members {
+			members[i] = Member{ID: fmt.Sprintf("node-%d", i), URL: fmt.Sprintf("wss://n%d.example.com", i)}
+		}
 		mw := MustNew(Options{Self: members[0].URL, Members: members, Rules: []Rule{Shard(QueryKey("room"))}})
-		ring := mw.State().Ring()
+		f := mw.State().fleet
 		key := "room-1"
-		for i := 0; ring.Owner(key) == 0; i++ {
+		for i := 0; f.ringOwner(key).ID == members[0].ID; i++ {
 			key = fmt.Sprintf("room-%d", i)
 		}
 		benchServe(b, mw.Handler(nop), upgradeTo("http://chat.example.com/rooms?room="+key+"&token=abc"))

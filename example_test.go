@@ -36,7 +36,7 @@ func Example_chi() {
 
 	mw, err := wsredirect.New(wsredirect.Options{
 		Rules: []wsredirect.Rule{
-			wsredirect.Path("/legacy/*", "ws"+strings.TrimPrefix(newNode.URL, "http")),
+			wsredirect.Path("ws"+strings.TrimPrefix(newNode.URL, "http"), "/legacy/*"),
 		},
 	})
 	if err != nil {
@@ -96,7 +96,7 @@ func Example_stdlib() {
 // connections during maintenance and tells clients when to come back.
 func ExampleNewRule() {
 	maintenance := wsredirect.NewRule("maintenance", func(r *http.Request, s *wsredirect.State) wsredirect.Decision {
-		return wsredirect.RefuseWith(http.StatusServiceUnavailable, 30*time.Second)
+		return wsredirect.Decision{Action: wsredirect.Refuse, RetryAfter: 30 * time.Second}
 	})
 	mw := wsredirect.MustNew(wsredirect.Options{Rules: []wsredirect.Rule{maintenance}})
 
@@ -137,20 +137,20 @@ func ExampleShard() {
 		}
 		return "sent to " + d.Target.String()
 	}
-	st := nodes["a"].State()
-	for _, room := range []string{"lobby", "games", "music"} {
-		fmt.Printf("%-6s owner %s, node a: %s\n", room, st.Members()[st.Owner(room)].ID, whereIs(room))
+	report := func() {
+		for _, room := range []string{"lobby", "games", "music"} {
+			owner, _ := nodes["a"].State().Owner(room)
+			fmt.Printf("%-6s owner %s, node a: %s\n", room, owner.ID, whereIs(room))
+		}
 	}
+	report()
 
 	since := time.Now()
 	for _, n := range nodes {
 		n.DrainMember("a", since, 0)
 	}
-	st = nodes["a"].State()
 	fmt.Println("a drains:")
-	for _, room := range []string{"lobby", "games", "music"} {
-		fmt.Printf("%-6s owner %s, node a: %s\n", room, st.Members()[st.Owner(room)].ID, whereIs(room))
-	}
+	report()
 	// Output:
 	// lobby  owner b, node a: sent to wss://b.chat.example.com
 	// games  owner a, node a: served by a

@@ -2,145 +2,36 @@ package wsredirect
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/wsredirect/wsredirect/ring"
 )
 
-// fleet is the membership part of a [State]: the ring and what each
-// member's drain means for ownership. It is immutable.
-type fleet struct {
-	ring    *Ring
-	members []Member  // ring order, as configured (drain fields included)
-	targets []*Target // members' URLs, same order
-	self    int       // this node's index, or -1
+// Member is one node of a fleet, as every node of it is told.
+type Member struct {
+	// ID is the member's stable identity, which places it (package ring):
+	// required and unique. Keep it across restarts and address changes, or
+	// its keys move.
+	ID string
+	// URL is the base URL clients are sent to, in the form [ParseTarget]
+	// takes; the member whose URL equals Options.Self is this node.
+	URL string
+	// Weight is the member's relative capacity: 0 means 1; negative is an
+	// error.
+	Weight int
 
-	drainers []int // indexes of members with a DrainingSince
-	// With more than one member draining, a key handed off goes to its owner
-	// on a ring without any of them; with one, the ring's runner-up table
-	// answers and no second ring is built.
-	post    *Ring
-	postIdx []int // post ring index → members index
-}
-
-// newFleet checks members and builds their fleet. It reuses prev's ring
-// when only drain fields changed, so a drain costs no rebuild.
-func newFleet(members []Member, self *Target, prev *fleet) (*fleet, error) {
-	f := &fleet{}
-	if prev != nil && samePlacement(prev.members, members) {
-		f.ring, f.targets = prev.ring, prev.targets
-	} else {
-		ring, err := NewRing(members)
-		if err != nil {
-			return nil, err
-		}
-		sorted := ring.Members()
-		targets := make([]*Target, len(sorted))
-		for i, mem := range sorted {
-			t, err := ParseTarget(mem.URL)
-			if err != nil {
-				return nil, errorf("member %s: %v", mem.ID, unprefixed(err))
-			}
-			for j := range i {
-				if targets[j].Equal(t) {
-					return nil, errorf("members %s and %s have the same URL %s", sorted[j].ID, mem.ID, t)
-				}
-			}
-			targets[i] = t
-		}
-		f.ring, f.targets = ring, targets
-	}
-	// Keep the configured drain fields in ring order.
-	f.members = f.ring.Members()
-	for _, m := range members {
-		i := memberIndex(f.members, m.ID)
-		f.members[i].DrainingSince, f.members[i].DrainRamp = m.DrainingSince, m.DrainRamp
-		if m.DrainRamp < 0 {
-			return nil, errorf("member %s: negative DrainRamp", m.ID)
-		}
-	}
-	f.self = -1
-	for i, t := range f.targets {
-		if t.Equal(self) {
-			f.self = i
-		}
-	}
-	var live []Member
-	for i, m := range f.members {
-		if m.DrainingSince.IsZero() {
-			live = append(live, m)
-			f.postIdx = append(f.postIdx, i)
-		} else {
-			f.drainers = append(f.drainers, i)
-		}
-	}
-	if len(f.drainers) > 1 {
-		if prev != nil && prev.post != nil && slices.Equal(prev.drainers, f.drainers) && samePlacement(prev.members, members) {
-			f.post = prev.post
-		} else {
-			f.post, _ = NewRing(live) // members already checked
-		}
-	}
-	return f, nil
-}
-
-// samePlacement reports whether two member lists place keys alike: same
-// IDs, weights and URLs, whatever their order and drain fields.
-func samePlacement(sorted, members []Member) bool {
-	if len(sorted) != len(members) {
-		return false
-	}
-	for _, m := range members {
-		i := memberIndex(sorted, m.ID)
-		w := max(m.Weight, 1)
-		if i < 0 || m.Weight < 0 || sorted[i].URL != m.URL || sorted[i].Weight != w {
-			return false
-		}
-	}
-	return true
-}
-
-// memberIndex finds id in members sorted by ID (ring order), or returns -1.
-func memberIndex(sorted []Member, id string) int {
-	i, ok := slices.BinarySearchFunc(sorted, id, func(m Member, id string) int { return strings.Compare(m.ID, id) })
-	if !ok {
-		return -1
-	}
-	return i
-}
-
-// owner returns the member that serves new connections for the key with
-// hash h now, or -1 when every member that could is draining.
-func (s *State) owner(h uint64) int {
-	f := s.fleet
-	o := f.ring.ownerOf(h)
-	if o < 0 || !handsOff(&f.members[o], h, s.now) {
-		return o
-	}
-	if len(f.drainers) == 1 {
-		return f.ring.ownerWithoutOf(h, o)
-	}
-	if p := f.post.ownerOf(h); p >= 0 {
-		return f.postIdx[p]
-	}
-	return -1
-}
-
-// handsOff reports whether member m, if draining, hands off the key with
-// hash h now. During a ramp a key moves once the drained fraction passes the
-// key's own point in [0, 1), so the set of moved keys only grows, and every
-// node told the same DrainingSince moves the same keys.
-func handsOff(m *Member, h uint64, now func() time.Time) bool {
-	if m.DrainingSince.IsZero() {
-		return false
-	}
-	f := m.DrainFraction(now())
-	return f >= 1 || rampPoint(h) < f
-}
-
-// rampPoint maps the hash bits the ring leaves free to [0, 1).
-func rampPoint(h uint64) float64 {
-	return float64(h&freeHashBits) / float64(freeHashBits+1)
+	// DrainingSince, when not zero, is when the member began draining: its
+	// keys go to the members that will own them once it is gone, so a
+	// client moves once. Every node must hold the same time, or its peers
+	// send clients back to it.
+	DrainingSince time.Time
+	// DrainRamp spreads a drain: the share of the member's keys handed off
+	// rises linearly from 0 at DrainingSince to 1 after DrainRamp, each key
+	// moving once. Zero hands off every key at once.
+	DrainRamp time.Duration
 }
 
 // DrainFraction returns the share of the member's keys handed off at now:
@@ -162,21 +53,150 @@ func (m Member) DrainFraction(now time.Time) float64 {
 	return float64(elapsed) / float64(m.DrainRamp)
 }
 
-// Ring returns the consistent-hash ring over Options.Members; it has no
-// members when none are configured.
-func (s *State) Ring() *Ring { return s.fleet.ring }
+// fleet is the membership part of a [State]: the ring and what each
+// member's drain means for ownership. It is immutable.
+type fleet struct {
+	ring    *ring.Ring
+	members []Member  // ring order, drain fields included
+	targets []*Target // members' URLs, same order
+	self    int       // this node's index, or -1
 
-// Members returns the fleet in [Ring.Members] order, drain fields included.
-// The slice is a copy.
+	drainers []int // indexes of members with a DrainingSince
+	// With more than one member draining, a key handed off goes to its owner
+	// on a ring without any of them; with one, the ring's runner-up table
+	// answers and no second ring is built.
+	post    *ring.Ring
+	postIdx []int // post ring index → members index
+}
+
+// newFleet checks members and builds their fleet. It reuses prev's rings
+// when only drain fields changed, so a drain costs no rebuild.
+func newFleet(members []Member, self *Target, prev *fleet) (*fleet, error) {
+	sorted := slices.Clone(members)
+	slices.SortFunc(sorted, func(a, b Member) int { return strings.Compare(a.ID, b.ID) })
+	targets := make([]*Target, len(sorted))
+	for i := range sorted {
+		m := &sorted[i]
+		switch {
+		case m.ID == "":
+			return nil, fmt.Errorf("member %d (URL %q) has no ID", slices.Index(members, *m), m.URL)
+		case i > 0 && sorted[i-1].ID == m.ID:
+			return nil, fmt.Errorf("member ID %q is given twice", m.ID)
+		case m.Weight < 0:
+			return nil, fmt.Errorf("member %s: negative Weight %d", m.ID, m.Weight)
+		case m.DrainRamp < 0:
+			return nil, fmt.Errorf("member %s: negative DrainRamp", m.ID)
+		}
+		m.Weight = max(m.Weight, 1)
+		t, err := parseTarget(m.URL)
+		if err != nil {
+			return nil, fmt.Errorf("member %s: %v", m.ID, err)
+		}
+		for j := range i {
+			if targets[j].Equal(t) {
+				return nil, fmt.Errorf("members %s and %s have the same URL %s", sorted[j].ID, m.ID, t)
+			}
+		}
+		targets[i] = t
+	}
+	f := &fleet{members: sorted, targets: targets, self: -1}
+	if prev != nil && samePlacement(prev.members, sorted) {
+		f.ring = prev.ring
+	} else {
+		nodes := make([]ring.Node, len(sorted))
+		for i, m := range sorted {
+			nodes[i] = ring.Node{ID: m.ID, Weight: m.Weight}
+		}
+		var err error
+		if f.ring, err = ring.New(nodes); err != nil {
+			return nil, err
+		}
+	}
+	var live []ring.Node
+	for i, m := range sorted {
+		if t := targets[i]; t.Equal(self) {
+			f.self = i
+		}
+		if m.DrainingSince.IsZero() {
+			live = append(live, ring.Node{ID: m.ID, Weight: m.Weight})
+			f.postIdx = append(f.postIdx, i)
+		} else {
+			f.drainers = append(f.drainers, i)
+		}
+	}
+	if len(f.drainers) > 1 {
+		if prev != nil && prev.post != nil && f.ring == prev.ring && slices.Equal(prev.drainers, f.drainers) {
+			f.post = prev.post
+		} else {
+			f.post, _ = ring.New(live) // members already checked
+		}
+	}
+	return f, nil
+}
+
+// samePlacement reports whether two checked member lists in ID order place
+// keys alike: same IDs and weights, whatever their URLs and drain fields.
+func samePlacement(a, b []Member) bool {
+	return slices.EqualFunc(a, b, func(x, y Member) bool { return x.ID == y.ID && x.Weight == y.Weight })
+}
+
+// owner returns the index of the member that serves new connections for
+// the key with hash h now, or -1 when every member that could is draining.
+func (s *State) owner(h uint64) int {
+	f := s.fleet
+	o := f.ring.Owner(h)
+	if o < 0 || !handsOff(&f.members[o], h, s.now) {
+		return o
+	}
+	if len(f.drainers) == 1 {
+		return f.ring.OwnerWithout(h, o)
+	}
+	if p := f.post.Owner(h); p >= 0 {
+		return f.postIdx[p]
+	}
+	return -1
+}
+
+// handsOff reports whether member m, if draining, hands off the key with
+// hash h now. During a ramp a key moves once the drained fraction passes the
+// key's own point in [0, 1), so the set of moved keys only grows, and every
+// node told the same DrainingSince moves the same keys.
+func handsOff(m *Member, h uint64, now func() time.Time) bool {
+	if m.DrainingSince.IsZero() {
+		return false
+	}
+	f := m.DrainFraction(now())
+	return f >= 1 || rampPoint(h) < f
+}
+
+// rampPoint maps the low 32 bits of a key's hash, which placement never
+// reads (see ring.Ring.Owner), to [0, 1): which keys a ramp moves first is
+// then independent of which member owns them.
+func rampPoint(h uint64) float64 {
+	const low32 = 1<<32 - 1
+	return float64(h&low32) / (low32 + 1)
+}
+
+// Members returns the fleet sorted by ID, with zero weights replaced by 1
+// and drain fields included. The slice is a copy.
 func (s *State) Members() []Member { return slices.Clone(s.fleet.members) }
 
-// SelfIndex returns this node's index in [State.Members], or -1 when this
-// node is not a member.
-func (s *State) SelfIndex() int { return s.fleet.self }
+// Owner returns the member that serves new connections for key now, drains
+// applied; ok is false when there are no members or every member that could
+// take the key is draining.
+func (s *State) Owner(key string) (m Member, ok bool) {
+	if s.fleet.ring.Len() == 0 {
+		return Member{}, false
+	}
+	if o := s.owner(ring.Hash(key)); o >= 0 {
+		return s.fleet.members[o], true
+	}
+	return Member{}, false
+}
 
-// Draining reports whether this node is draining and the fraction of its
-// keys handed off now: 1 without a ramp, rising linearly from 0 to 1 over
-// its DrainRamp.
+// Draining reports whether this node (Options.Self) is a draining member
+// and the fraction of its keys handed off now: 1 without a ramp, rising
+// linearly from 0 to 1 over its DrainRamp.
 func (s *State) Draining() (on bool, fraction float64) {
 	if s.fleet.self < 0 {
 		return false, 0
@@ -185,96 +205,53 @@ func (s *State) Draining() (on bool, fraction float64) {
 	return !m.DrainingSince.IsZero(), m.DrainFraction(s.now())
 }
 
-// Owner returns the index in [State.Members] of the member that serves new
-// connections for key now, drains applied, or -1 when none can.
-func (s *State) Owner(key string) int {
-	if s.fleet.ring.Len() == 0 {
-		return -1
-	}
-	return s.owner(hashKey(key))
-}
-
-// SetMembers replaces the fleet, drain fields included. The ring is built
-// before the swap, so requests see the old members or the new ones, never a
-// mix. On error the members in force are kept.
+// SetMembers replaces the fleet, drain fields included, checked as
+// Options.Members is. Rings are built before the swap, so requests see the
+// old members or the new ones, never a mix. On error the members in force
+// are kept.
 func (m *Middleware) SetMembers(members ...Member) error {
-	return m.swapFleet(func([]Member) ([]Member, error) { return members, nil })
+	return m.setFleet("SetMembers", func([]Member) ([]Member, error) { return members, nil })
 }
 
-// Drain marks this node as draining from now on (see [Member.DrainingSince]
-// and [Member.DrainRamp]): new upgrades for keys it owns go to the members
-// that will own them once it is gone, so a client moves once. Tell every
-// other node with [Middleware.DrainMember] and the same time (State's
-// member entry has it), or they send clients back here. Connections already
-// open are moved with [Middleware.MoveConns]. Drain fails when this node is
-// not a member.
-func (m *Middleware) Drain(ramp time.Duration) error {
-	return m.drainSelf("Drain", true, ramp)
-}
-
-// Undrain ends this node's drain: it takes its keys again.
-func (m *Middleware) Undrain() error {
-	return m.drainSelf("Undrain", false, 0)
-}
-
-func (m *Middleware) drainSelf(op string, drain bool, ramp time.Duration) error {
-	s := m.state.Load()
-	if s.fleet.self < 0 {
-		return errorf("%s: this node (Options.Self) is not one of the members", op)
-	}
-	var since time.Time
-	if drain {
-		since = s.now()
-	}
-	return m.DrainMember(s.fleet.members[s.fleet.self].ID, since, ramp)
-}
-
-// DrainMember records that member id drains from since over ramp, as a
-// control plane tells every node; a zero since ends the drain. It costs no
-// ring rebuild unless two or more members drain at once.
+// DrainMember records that member id drains from since over ramp (see
+// [Member.DrainingSince] and [Member.DrainRamp]); a zero since ends the
+// drain. New upgrades for the keys it hands off go to the members that will
+// own them once it is gone; connections already open are moved with
+// [Middleware.MoveConns]. It costs no ring rebuild unless two or more
+// members drain at once.
 //
-// Order matters while the news spreads: tell the other nodes before the
-// draining one (and the undrained one before the others), or a node that
-// knows and one that does not yet send a new client back and forth.
+// Every node of the fleet must be told, with the same since: a control
+// plane does that. Order matters while the news spreads: tell the other
+// nodes before the draining one (and the undrained one before the others),
+// or a node that knows and one that does not yet send a new client back and
+// forth.
 func (m *Middleware) DrainMember(id string, since time.Time, ramp time.Duration) error {
-	return m.swapFleet(func(members []Member) ([]Member, error) {
+	return m.setFleet("DrainMember", func(members []Member) ([]Member, error) {
 		for i := range members {
 			if members[i].ID == id {
 				members[i].DrainingSince, members[i].DrainRamp = since, ramp
 				return members, nil
 			}
 		}
-		return nil, errorf("DrainMember: no member %q", id)
+		return nil, fmt.Errorf("no member %q", id)
 	})
 }
 
-// Draining reports this node's drain now; see [State.Draining].
-func (m *Middleware) Draining() (on bool, fraction float64) {
-	return m.state.Load().Draining()
-}
-
-// swapFleet swaps in the fleet built from edit's result, retrying if
-// another update won the race.
-func (m *Middleware) swapFleet(edit func(current []Member) ([]Member, error)) error {
-	for {
-		old := m.state.Load()
-		members, err := edit(old.Members())
+// setFleet swaps in the fleet built from edit's result.
+func (m *Middleware) setFleet(op string, edit func(current []Member) ([]Member, error)) error {
+	return m.update(func(s *State) error {
+		members, err := edit(s.Members())
+		if err == nil {
+			s.fleet, err = newFleet(members, s.self, s.fleet)
+		}
+		if err == nil && s.fleet.ring.Len() == 0 && s.needsMembers() {
+			err = errors.New("no members, and a Shard rule needs them")
+		}
 		if err != nil {
-			return err
+			return errorf("%s: %v", op, err)
 		}
-		f, err := newFleet(members, old.self, old.fleet)
-		if err != nil {
-			return err
-		}
-		if f.ring.Len() == 0 && old.needsMembers() {
-			return errors.New("wsredirect: SetMembers: no members, and a Shard rule needs them")
-		}
-		s := *old
-		s.fleet = f
-		if m.state.CompareAndSwap(old, &s) {
-			return nil
-		}
-	}
+		return nil
+	})
 }
 
 func (s *State) needsMembers() bool {

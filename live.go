@@ -8,15 +8,10 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-)
 
-// LiveConn is what moving an open connection needs: a concurrency-safe way
-// to send a close frame, and a way to drop the connection when the client
-// does not answer. *websocket.Conn from gorilla/websocket is one as it is.
-type LiveConn interface {
-	WriteControl(messageType int, data []byte, deadline time.Time) error
-	Close() error
-}
+	"github.com/wsredirect/wsredirect/ring"
+	"github.com/wsredirect/wsredirect/wire"
+)
 
 // liveSet is the registry of open connections behind [Middleware.Track].
 type liveSet struct {
@@ -27,14 +22,14 @@ type liveSet struct {
 type tracked struct {
 	key  string
 	hash uint64
-	conn LiveConn
+	conn *websocket.Conn
 }
 
 // Track registers an open connection under its shard key (the key the
 // Shard rule routed it by) so [Middleware.MoveConns] can move it. Call the
 // returned func when the connection ends; calling it twice is harmless.
-func (m *Middleware) Track(key string, c LiveConn) (untrack func()) {
-	t := &tracked{key: key, hash: hashKey(key), conn: c}
+func (m *Middleware) Track(key string, c *websocket.Conn) (untrack func()) {
+	t := &tracked{key: key, hash: ring.Hash(key), conn: c}
 	m.live.mu.Lock()
 	if m.live.conns == nil {
 		m.live.conns = make(map[*tracked]struct{})
@@ -70,10 +65,11 @@ type MoveOptions struct {
 
 // MoveConns moves the tracked connections this node should no longer
 // serve: each one whose key a new upgrade would now send elsewhere (after
-// [Middleware.Drain], every key this node hands off; after
+// [Middleware.DrainMember] for this node, every key it hands off; after
 // [Middleware.SetMembers], the keys another member now owns). Each gets a
-// [CloseRedirect] frame naming its new owner with the same path and query,
-// or [CloseRetry] when no member is left, in batches paced by opts. Clients
+// close frame with code 4307 naming its new owner with the same path and
+// query, or 4503 when no member is left (package wire), in batches paced by
+// opts. Clients
 // using this package's Go client or JavaScript helper reconnect there.
 // It returns how many connections it closed, when all have been sent their
 // frame or ctx ends.
@@ -140,13 +136,13 @@ func (s *State) moveOne(t *tracked, grace time.Duration) error {
 	}
 	var frame []byte
 	if owner < 0 {
-		frame = websocket.FormatCloseMessage(CloseRetry, EncodeRetry(s.drainRetryAfter))
+		frame = websocket.FormatCloseMessage(wire.CloseRetry, wire.EncodeRetry(s.drainRetryAfter))
 	} else {
-		reason, ok := EncodeMove(s.fleet.targets[owner])
+		reason, ok := wire.EncodeMove(s.fleet.targets[owner].String())
 		if !ok {
 			return errorf("MoveConns: member URL %s is too long for a close reason", s.fleet.targets[owner])
 		}
-		frame = websocket.FormatCloseMessage(CloseRedirect, reason)
+		frame = websocket.FormatCloseMessage(wire.CloseRedirect, reason)
 	}
 	// A connection that fails the write is already going away: the close
 	// below finishes it either way.

@@ -1,41 +1,9 @@
-// Package wsredirect sends each connecting WebSocket client to the right
-// server before the connection is upgraded: by host, by path, by shard key
-// over a fleet, or away from a draining node.
-//
-// The middleware looks at upgrade requests only (RFC 6455 over HTTP/1.1 and
-// RFC 8441 over HTTP/2); every other request goes straight to the wrapped
-// handler at the cost of a header lookup. An upgrade is decided by
-// [Options.Rules], in order, first decision wins, against one immutable
-// [State] read from an atomic pointer: a rule may redirect (307 with an
-// absolute Location built from a configured [Target]), refuse (503 with
-// Retry-After) or abstain; a request no rule decides, or one whose target is
-// this node, goes on to the wrapped handler, which upgrades it.
-//
-// Browsers never follow a redirect on a WebSocket handshake: to them any 3xx
-// is a failed connection with close code 1006. So in [ModeAuto], the
-// default, a request with an Origin header is accepted and closed at once
-// with [CloseRedirect] and the target, which script can read; the
-// JavaScript helper ([ScriptHandler]) and this module's Go client follow it.
-// Fleets shard keys with [Shard] over Options.Members and move clients off a
-// draining node with [Middleware.Drain] and [Middleware.MoveConns].
-//
-//	mw, err := wsredirect.New(wsredirect.Options{
-//		Self:  "wss://a.example.com",
-//		Rules: []wsredirect.Rule{wsredirect.Path("/legacy/*", "wss://b.example.com")},
-//	})
-//	if err != nil {
-//		log.Fatal(err)
-//	}
-//	r := chi.NewRouter()
-//	r.Use(mw.Handler)
 package wsredirect
 
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -49,9 +17,10 @@ type Options struct {
 	Rules []Rule
 
 	// Self is this node's own base URL as clients reach it, in the form
-	// [ParseTarget] takes. A redirect to Self is served here instead, so
-	// every node of a fleet can run the same rules. Default: none, every
-	// redirect is sent.
+	// [ParseTarget] takes, such as "ws://127.0.0.1:8080". A redirect to Self
+	// that keeps the request's path is served here instead, so every node
+	// of a fleet can run the same rules; one that rewrites the path is
+	// still sent. Default: none, every redirect is sent.
 	Self string
 
 	// Mode says how decisions reach clients: a status code, or a close frame
@@ -84,12 +53,9 @@ type Options struct {
 	// none, which New reports as an error when a Shard rule needs them.
 	Members []Member
 
-	// DrainRetryAfter is the Retry-After sent when this node drains and no
-	// other member is left to take its keys. Default: 5 seconds.
+	// DrainRetryAfter is the Retry-After sent when a key's owner drains and
+	// no other member is left to take it. Default: 5 seconds.
 	DrainRetryAfter time.Duration
-
-	// Now is the clock drain ramps are measured with. Default: time.Now.
-	Now func() time.Time
 
 	// OnDecision, when set, is called once for every upgrade request with
 	// the decision taken (Pass when nothing redirected or refused), before
@@ -99,8 +65,9 @@ type Options struct {
 }
 
 // State is the immutable configuration an upgrade request is decided
-// against. A [Middleware] swaps whole States, so a request sees one
-// consistent set of rules and never a mix of an old and a new one.
+// against: rules, fleet and this node's place in it. A [Middleware] swaps
+// whole States, so a request sees one consistent set and never a mix of an
+// old and a new one.
 type State struct {
 	rules          []Rule
 	self           *Target
@@ -140,40 +107,34 @@ type Middleware struct {
 // fault and start with "wsredirect:".
 func New(opts Options) (*Middleware, error) {
 	s := &State{
-		httpLocation:   opts.HTTPLocation,
-		trustForwarded: opts.TrustForwardedHost,
-		onDecision:     opts.OnDecision,
-		mode:           opts.Mode,
-
+		httpLocation:    opts.HTTPLocation,
+		trustForwarded:  opts.TrustForwardedHost,
+		onDecision:      opts.OnDecision,
+		mode:            opts.Mode,
 		drainRetryAfter: opts.DrainRetryAfter,
-		now:             opts.Now,
+		now:             time.Now,
 	}
 	if s.drainRetryAfter == 0 {
 		s.drainRetryAfter = 5 * time.Second
 	} else if s.drainRetryAfter < 0 {
 		return nil, errors.New("wsredirect: Options.DrainRetryAfter is negative")
 	}
-	if s.now == nil {
-		s.now = time.Now
-	}
 	if opts.Mode > ModeClose {
 		return nil, errorf("Options.Mode: unknown mode %d", opts.Mode)
 	}
 	var err error
 	if s.origins, err = parseOrigins(opts.Origins); err != nil {
-		return nil, err
+		return nil, errorf("Options.Origins: %v", err)
 	}
 	if opts.Self != "" {
-		t, err := ParseTarget(opts.Self)
-		if err != nil {
-			return nil, fmt.Errorf("wsredirect: Options.Self: %w", unprefixed(err))
+		if s.self, err = parseTarget(opts.Self); err != nil {
+			return nil, errorf("Options.Self: %v", err)
 		}
-		s.self = t
 	}
 	if s.fleet, err = newFleet(opts.Members, s.self, nil); err != nil {
-		return nil, err
+		return nil, errorf("Options.Members: %v", err)
 	}
-	if s.rules, err = checkRules(opts.Rules, s.fleet.ring); err != nil {
+	if s.rules, err = checkRules(opts.Rules, s.fleet); err != nil {
 		return nil, err
 	}
 	m := &Middleware{}
@@ -182,7 +143,7 @@ func New(opts Options) (*Middleware, error) {
 }
 
 // MustNew is like [New] but panics on error, for configuration written in
-// code.
+// code: r.Use(wsredirect.MustNew(opts).Handler).
 func MustNew(opts Options) *Middleware {
 	m, err := New(opts)
 	if err != nil {
@@ -191,15 +152,8 @@ func MustNew(opts Options) *Middleware {
 	return m
 }
 
-// Handler returns the middleware for opts in the shape routers take, as
-// r.Use(wsredirect.Handler(opts)). Panics if opts are invalid (see [New]);
-// keep the [Middleware] from New instead when you need to update it.
-func Handler(opts Options) func(http.Handler) http.Handler {
-	return MustNew(opts).Handler
-}
-
 // Handler wraps next: upgrade requests are decided, everything else goes
-// straight to next.
+// straight to next. Its shape is what routers take: r.Use(mw.Handler).
 func (m *Middleware) Handler(next http.Handler) http.Handler {
 	return &handler{m: m, next: next}
 }
@@ -219,21 +173,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.onDecision != nil {
 		s.onDecision(r, d)
 	}
-	switch {
-	case d.Action == Pass:
+	if d.Action == Pass {
 		h.next.ServeHTTP(w, r)
-	case d.Action == Redirect && s.closeMode(r):
-		msg, reason := EncodeRedirect(location(r, d, s.httpLocation))
-		s.closeWith(w, r, msg, CloseRedirect, reason)
-	case d.Status == http.StatusServiceUnavailable && s.closeMode(r):
-		// Only "come back later" has a close code; any other refusal,
-		// such as a rule's bug, is a status the browser reports as 1006.
-		s.closeWith(w, r, "", CloseRetry, EncodeRetry(d.RetryAfter))
-	case d.Action == Redirect:
-		s.writeRedirect(w, r, d)
-	default:
-		writeRefuse(w, d)
+		return
 	}
+	s.respond(w, r, d)
 }
 
 // mayUpgrade is the inlined fast path for ordinary requests: one header
@@ -259,41 +203,41 @@ func (m *Middleware) Decide(r *http.Request) Decision {
 // SetRules replaces the rules. Requests already being decided finish with
 // the old ones. On error the rules in force are kept.
 func (m *Middleware) SetRules(rules ...Rule) error {
-	var err error
-	m.update(func(s *State) {
-		var checked []Rule
-		if checked, err = checkRules(rules, s.fleet.ring); err == nil {
-			s.rules = checked
-		}
+	return m.update(func(s *State) (err error) {
+		s.rules, err = checkRules(rules, s.fleet)
+		return err
 	})
-	return err
 }
 
-// update swaps in a modified copy of the current State.
-func (m *Middleware) update(change func(*State)) {
+// update is the one way the State changes: change edits a copy of the
+// current State, which is swapped in unless change fails; a concurrent
+// update makes it start again from the newer State.
+func (m *Middleware) update(change func(*State) error) error {
 	for {
 		old := m.state.Load()
 		s := *old
-		change(&s)
+		if err := change(&s); err != nil {
+			return err
+		}
 		if m.state.CompareAndSwap(old, &s) {
-			return
+			return nil
 		}
 	}
 }
 
-func checkRules(rules []Rule, ring *Ring) ([]Rule, error) {
+func checkRules(rules []Rule, f *fleet) ([]Rule, error) {
 	if len(rules) == 0 {
 		return nil, errors.New("wsredirect: no rules: Options.Rules is empty")
 	}
 	for i, r := range rules {
 		if r.err == nil && r.fn == nil {
-			r.err = errors.New("zero Rule: build rules with Host, Path, NewRule and friends")
+			r.err = errors.New("zero Rule: build rules with Host, Path, Shard or NewRule")
 		}
-		if r.err == nil && r.needsMembers && ring.Len() == 0 {
+		if r.err == nil && r.needsMembers && f.ring.Len() == 0 {
 			r.err = errors.New("Options.Members is empty")
 		}
 		if r.err != nil {
-			return nil, fmt.Errorf("wsredirect: rule %d (%s): %w", i, r.name, unprefixed(r.err))
+			return nil, errorf("rule %d (%s): %v", i, r.name, r.err)
 		}
 	}
 	return append([]Rule(nil), rules...), nil
@@ -302,22 +246,6 @@ func checkRules(rules []Rule, ring *Ring) ([]Rule, error) {
 func errorf(format string, args ...any) error {
 	return fmt.Errorf("wsredirect: "+format, args...)
 }
-
-// unprefixed keeps nested errors from repeating the package prefix.
-func unprefixed(err error) error {
-	if msg, ok := strings.CutPrefix(err.Error(), "wsredirect: "); ok {
-		return prefixless{msg, err}
-	}
-	return err
-}
-
-type prefixless struct {
-	msg string
-	err error
-}
-
-func (e prefixless) Error() string { return e.msg }
-func (e prefixless) Unwrap() error { return e.err }
 
 // decide runs the rules; see [Decision] for what the result means.
 func (s *State) decide(r *http.Request) Decision {
@@ -333,7 +261,8 @@ func (s *State) decide(r *http.Request) Decision {
 			if d.Target == nil {
 				return ruleBug(d, "redirect without a target")
 			}
-			if d.Target.Equal(s.self) {
+			if d.Target.Equal(s.self) && (d.Path == "" || d.Path == r.URL.EscapedPath()) {
+				// Sent to the very node and path it asked for.
 				return Decision{Action: Pass, Target: d.Target, Rule: d.Rule}
 			}
 			d.Status = redirectStatus(rule.status, r.Method)
@@ -341,7 +270,7 @@ func (s *State) decide(r *http.Request) Decision {
 			if d.Status == 0 {
 				d.Status = http.StatusServiceUnavailable
 			} else if d.Status < 400 || d.Status > 599 {
-				return ruleBug(d, "refusal status "+strconv.Itoa(d.Status))
+				return ruleBug(d, fmt.Sprintf("refusal status %d", d.Status))
 			}
 		default:
 			return ruleBug(d, "unknown action "+d.Action.String())
@@ -355,67 +284,6 @@ func (s *State) decide(r *http.Request) Decision {
 // user rule shows up instead of being guessed around.
 func ruleBug(d Decision, why string) Decision {
 	return Decision{Action: Refuse, Status: http.StatusInternalServerError, Rule: d.Rule + ": " + why}
-}
-
-// redirectStatus keeps the method of an RFC 8441 CONNECT: 301 and 302 let
-// clients retry as GET.
-func redirectStatus(configured int, method string) int {
-	switch {
-	case configured == 0:
-		return http.StatusTemporaryRedirect
-	case method == http.MethodConnect && configured == http.StatusFound:
-		return http.StatusTemporaryRedirect
-	case method == http.MethodConnect && configured == http.StatusMovedPermanently:
-		return http.StatusPermanentRedirect
-	}
-	return configured
-}
-
-// Prebuilt header values, assigned without copying on every response.
-var (
-	noStore   = []string{"no-store"}
-	textPlain = []string{"text/plain; charset=utf-8"}
-)
-
-// location is where d sends the client of r.
-func location(r *http.Request, d Decision, httpScheme bool) string {
-	path := d.Path
-	if path == "" {
-		path = r.URL.EscapedPath()
-	}
-	return d.Target.location(httpScheme, path, r.URL.RawQuery)
-}
-
-func (s *State) writeRedirect(w http.ResponseWriter, r *http.Request, d Decision) {
-	h := w.Header()
-	h["Location"] = []string{location(r, d, s.httpLocation)}
-	h["Cache-Control"] = noStore
-	h["Content-Type"] = textPlain
-	w.WriteHeader(d.Status)
-	io.WriteString(w, redirectBody(d.Status))
-}
-
-func redirectBody(status int) string {
-	switch status {
-	case http.StatusMovedPermanently:
-		return "301 Moved Permanently: this WebSocket endpoint is served elsewhere (see Location)\n"
-	case http.StatusFound:
-		return "302 Found: this WebSocket endpoint is served elsewhere (see Location)\n"
-	case http.StatusPermanentRedirect:
-		return "308 Permanent Redirect: this WebSocket endpoint is served elsewhere (see Location)\n"
-	}
-	return "307 Temporary Redirect: this WebSocket endpoint is served elsewhere (see Location)\n"
-}
-
-func writeRefuse(w http.ResponseWriter, d Decision) {
-	h := w.Header()
-	if d.RetryAfter > 0 {
-		h["Retry-After"] = []string{strconv.FormatInt(retrySeconds(d.RetryAfter), 10)}
-	}
-	h["Cache-Control"] = noStore
-	h["Content-Type"] = textPlain
-	w.WriteHeader(d.Status)
-	io.WriteString(w, strconv.Itoa(d.Status)+" "+http.StatusText(d.Status)+": this node cannot take WebSocket connections now\n")
 }
 
 // forwardedHost returns the first host a proxy forwarded, or "".

@@ -35,7 +35,7 @@ func TestMiddlewareResponses(t *testing.T) {
 		if r.URL.Query().Get("maint") == "" {
 			return Decision{}
 		}
-		return RefuseWith(0, 1500*time.Millisecond)
+		return Decision{Action: Refuse, RetryAfter: 1500 * time.Millisecond}
 	})
 	tests := []struct {
 		name     string
@@ -67,56 +67,56 @@ func TestMiddlewareResponses(t *testing.T) {
 		},
 		{
 			name:     "path subtree",
-			opts:     Options{Rules: []Rule{Path("/legacy/*", "wss://old.example.com")}},
+			opts:     Options{Rules: []Rule{Path("wss://old.example.com", "/legacy/*")}},
 			req:      upgradeTo("http://a.example.com/legacy/rooms/9?t=1"),
 			status:   307,
 			location: "wss://old.example.com/legacy/rooms/9?t=1",
 		},
 		{
 			name:   "path subtree respects segment boundary",
-			opts:   Options{Rules: []Rule{Path("/legacy/*", "wss://old.example.com")}},
+			opts:   Options{Rules: []Rule{Path("wss://old.example.com", "/legacy/*")}},
 			req:    upgradeTo("http://a.example.com/legacyx"),
 			status: 200,
 		},
 		{
 			name:     "path rewrite keeps query",
-			opts:     Options{Rules: []Rule{PathRewrite("/v1/*", "wss://b.example.com", "/v2")}},
+			opts:     Options{Rules: []Rule{PathRewrite("wss://b.example.com", "/v1/*", "/v2")}},
 			req:      upgradeTo("http://a.example.com/v1/rooms/9?t=x"),
 			status:   307,
 			location: "wss://b.example.com/v2/rooms/9?t=x",
 		},
 		{
 			name:     "escaped path survives",
-			opts:     Options{Rules: []Rule{Path("/*", "wss://b.example.com")}},
+			opts:     Options{Rules: []Rule{Path("wss://b.example.com", "/*")}},
 			req:      upgradeTo("http://a.example.com/rooms/a%2Fb%20c"),
 			status:   307,
 			location: "wss://b.example.com/rooms/a%2Fb%20c",
 		},
 		{
 			name:     "308 selectable",
-			opts:     Options{Rules: []Rule{Path("/*", "wss://b.example.com").WithStatus(308)}},
+			opts:     Options{Rules: []Rule{Path("wss://b.example.com", "/*").WithStatus(308)}},
 			req:      upgradeTo("http://a.example.com/x"),
 			status:   308,
 			location: "wss://b.example.com/x",
 		},
 		{
 			name:     "HTTPLocation uses https",
-			opts:     Options{HTTPLocation: true, Rules: []Rule{Path("/*", "wss://b.example.com")}},
+			opts:     Options{HTTPLocation: true, Rules: []Rule{Path("wss://b.example.com", "/*")}},
 			req:      upgradeTo("http://a.example.com/x"),
 			status:   307,
 			location: "https://b.example.com/x",
 		},
 		{
 			name:   "target equal to Self passes through",
-			opts:   Options{Self: "WSS://B.example.com:443/", Rules: []Rule{Path("/*", "wss://b.example.com")}},
+			opts:   Options{Self: "WSS://B.example.com:443/", Rules: []Rule{Path("wss://b.example.com", "/*")}},
 			req:    upgradeTo("http://b.example.com/x"),
 			status: 200,
 		},
 		{
 			name: "first decision wins",
 			opts: Options{Rules: []Rule{
-				Path("/a/*", "wss://first.example.com"),
-				Path("/*", "wss://second.example.com"),
+				Path("wss://first.example.com", "/a/*"),
+				Path("wss://second.example.com", "/*"),
 			}},
 			req:      upgradeTo("http://x.example.com/a/1"),
 			status:   307,
@@ -125,8 +125,8 @@ func TestMiddlewareResponses(t *testing.T) {
 		{
 			name: "self decision stops evaluation",
 			opts: Options{Self: "wss://first.example.com", Rules: []Rule{
-				Path("/a/*", "wss://first.example.com"),
-				Path("/*", "wss://second.example.com"),
+				Path("wss://first.example.com", "/a/*"),
+				Path("wss://second.example.com", "/*"),
 			}},
 			req:    upgradeTo("http://x.example.com/a/1"),
 			status: 200,
@@ -140,13 +140,13 @@ func TestMiddlewareResponses(t *testing.T) {
 		},
 		{
 			name:   "non-upgrade request is never decided",
-			opts:   Options{Rules: []Rule{Path("/*", "wss://b.example.com")}},
+			opts:   Options{Rules: []Rule{Path("wss://b.example.com", "/*")}},
 			req:    httptest.NewRequest(http.MethodGet, "http://a.example.com/x", nil),
 			status: 200,
 		},
 		{
 			name: "malformed upgrade passes to next",
-			opts: Options{Rules: []Rule{Path("/*", "wss://b.example.com")}},
+			opts: Options{Rules: []Rule{Path("wss://b.example.com", "/*")}},
 			req: func() *http.Request {
 				r := upgradeTo("http://a.example.com/x")
 				r.Header.Set("Connection", "x;y, Upgrade")
@@ -224,7 +224,7 @@ func TestConnectKeepsMethod(t *testing.T) {
 	for _, tc := range []struct{ configured, get, connect int }{
 		{0, 307, 307}, {301, 301, 308}, {302, 302, 307}, {307, 307, 307}, {308, 308, 308},
 	} {
-		rule := Path("/*", "wss://b.example.com")
+		rule := Path("wss://b.example.com", "/*")
 		if tc.configured != 0 {
 			rule = rule.WithStatus(tc.configured)
 		}
@@ -235,7 +235,7 @@ func TestConnectKeepsMethod(t *testing.T) {
 }
 
 func TestNewErrors(t *testing.T) {
-	ok := Path("/*", "wss://b.example.com")
+	ok := Path("wss://b.example.com", "/*")
 	tests := []struct {
 		name string
 		opts Options
@@ -244,14 +244,17 @@ func TestNewErrors(t *testing.T) {
 		{"no rules", Options{}, "wsredirect: no rules: Options.Rules is empty"},
 		{"zero rule", Options{Rules: []Rule{{}}}, "wsredirect: rule 0 (): zero Rule"},
 		{"bad Self", Options{Self: "ftp://x", Rules: []Rule{ok}}, `wsredirect: Options.Self: target "ftp://x": scheme must be ws, wss, http or https`},
+		// host:port without a scheme is the usual slip: say what is wanted.
+		{"Self without scheme", Options{Self: "127.0.0.1:8080", Rules: []Rule{ok}}, `wsredirect: Options.Self: target "127.0.0.1:8080": want a base URL such as ws://127.0.0.1:8080 or wss://chat.example.com`},
+		{"Self as host name and port", Options{Self: "localhost:8080", Rules: []Rule{ok}}, `wsredirect: Options.Self: target "localhost:8080": want a base URL such as ws://127.0.0.1:8080`},
 		{"target without host", Options{Rules: []Rule{ok, Host("wss://", "a.example.com")}}, `wsredirect: rule 1 (host): target "wss://": no host`},
-		{"target with query", Options{Rules: []Rule{Path("/*", "wss://b.example.com/?x=1")}}, "query and fragment are not allowed"},
-		{"target with user info", Options{Rules: []Rule{Path("/*", "wss://u:p@b.example.com")}}, "user info is not allowed"},
-		{"unparsable target", Options{Rules: []Rule{Path("/*", "wss://b.example.com:port")}}, `wsredirect: rule 0 (path): target "wss://b.example.com:port"`},
+		{"target with query", Options{Rules: []Rule{Path("wss://b.example.com/?x=1", "/*")}}, "query and fragment are not allowed"},
+		{"target with user info", Options{Rules: []Rule{Path("wss://u:p@b.example.com", "/*")}}, "user info is not allowed"},
+		{"unparsable target", Options{Rules: []Rule{Path("wss://b.example.com:port", "/*")}}, `wsredirect: rule 0 (path): target "wss://b.example.com:port"`},
 		{"host rule without hosts", Options{Rules: []Rule{Host("wss://b.example.com")}}, "wsredirect: rule 0 (host): no hosts to match"},
 		{"bad host pattern", Options{Rules: []Rule{Host("wss://b.example.com", "a.*.com")}}, `bad host pattern "a.*.com"`},
-		{"bad path pattern", Options{Rules: []Rule{Path("ws", "wss://b.example.com")}}, `bad path pattern "ws"`},
-		{"bad replacement", Options{Rules: []Rule{PathRewrite("/v1/*", "wss://b.example.com", "v2")}}, `bad replacement "v2"`},
+		{"bad path pattern", Options{Rules: []Rule{Path("wss://b.example.com", "ws")}}, `path pattern "ws": want a path starting with /`},
+		{"bad replacement", Options{Rules: []Rule{PathRewrite("wss://b.example.com", "/v1/*", "v2")}}, `replacement "v2": want a path such as /v2`},
 		{"303 refused", Options{Rules: []Rule{ok.WithStatus(303)}}, "wsredirect: rule 0 (path): redirect status 303: use 301, 302, 307 or 308"},
 		{"200 refused", Options{Rules: []Rule{ok.WithStatus(200)}}, "redirect status 200"},
 		{"nil user func", Options{Rules: []Rule{NewRule("mine", nil)}}, "wsredirect: rule 0 (mine): nil RuleFunc"},
@@ -265,14 +268,13 @@ func TestNewErrors(t *testing.T) {
 		})
 	}
 	assert.PanicsWithError(t, "wsredirect: no rules: Options.Rules is empty", func() { MustNew(Options{}) })
-	assert.Panics(t, func() { Handler(Options{}) })
 }
 
 func TestOnDecision(t *testing.T) {
 	var got []Decision
 	mw := MustNew(Options{
 		Self:       "wss://a.example.com",
-		Rules:      []Rule{Path("/here/*", "wss://a.example.com"), Path("/there/*", "wss://b.example.com")},
+		Rules:      []Rule{Path("wss://a.example.com", "/here/*"), Path("wss://b.example.com", "/there/*")},
 		OnDecision: func(r *http.Request, d Decision) { got = append(got, d) },
 	})
 	run(t, mw, upgradeTo("http://a.example.com/there/1"))
@@ -289,11 +291,11 @@ func TestOnDecision(t *testing.T) {
 }
 
 func TestSetRules(t *testing.T) {
-	mw := MustNew(Options{Rules: []Rule{Path("/*", "wss://old.example.com")}})
+	mw := MustNew(Options{Rules: []Rule{Path("wss://old.example.com", "/*")}})
 	require.ErrorContains(t, mw.SetRules(), "no rules")
-	require.ErrorContains(t, mw.SetRules(Path("x", "wss://new.example.com")), "bad path pattern")
+	require.ErrorContains(t, mw.SetRules(Path("wss://new.example.com", "x")), `path pattern "x"`)
 	assert.Equal(t, "wss://old.example.com/x", run(t, mw, upgradeTo("http://a/x")).Header().Get("Location"), "rules kept on error")
-	require.NoError(t, mw.SetRules(Path("/*", "wss://new.example.com")))
+	require.NoError(t, mw.SetRules(Path("wss://new.example.com", "/*")))
 	assert.Equal(t, "wss://new.example.com/x", run(t, mw, upgradeTo("http://a/x")).Header().Get("Location"))
 }
 
@@ -301,7 +303,7 @@ func TestSetRules(t *testing.T) {
 // proves the request path reads one snapshot without locks or data races,
 // and every response comes from one rule set or the other.
 func TestSwapUnderLoad(t *testing.T) {
-	a, b := Path("/*", "wss://a.example.com"), Path("/*", "wss://b.example.com")
+	a, b := Path("wss://a.example.com", "/*"), Path("wss://b.example.com", "/*")
 	mw := MustNew(Options{Rules: []Rule{a}})
 	h := mw.Handler(http.NotFoundHandler())
 	stop := churn(func(i int) {
@@ -351,7 +353,7 @@ func churn(change func(i int)) (stop func()) {
 }
 
 func TestPassthroughAllocs(t *testing.T) {
-	mw := MustNew(Options{Rules: []Rule{Path("/*", "wss://b.example.com")}})
+	mw := MustNew(Options{Rules: []Rule{Path("wss://b.example.com", "/*")}})
 	h := mw.Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	r := httptest.NewRequest(http.MethodGet, "http://a.example.com/index.html", nil)
 	r.Header.Set("Accept", "text/html")
@@ -377,4 +379,32 @@ func TestTargetNormalisation(t *testing.T) {
 	assert.True(t, MustParseTarget("https://b.example.com").Equal(MustParseTarget("wss://B.example.com:443")))
 	assert.False(t, MustParseTarget("ws://b.example.com").Equal(MustParseTarget("wss://b.example.com")))
 	assert.False(t, MustParseTarget("ws://b.example.com").Equal(nil))
+}
+
+// TestRedirectToSelf: a redirect to this node is served here only when it
+// would send the client to the very path it asked for; a rewrite to this
+// node's own address is still sent (regression: it passed through
+// unrewritten once Self was set).
+func TestRedirectToSelf(t *testing.T) {
+	self := "ws://a.example.com"
+	for _, tc := range []struct {
+		name, path string
+		rule       Rule
+		want       int
+		location   string
+	}{
+		{"rewrite to self is sent", "/v1/rooms/9?t=x", PathRewrite(self, "/v1/*", "/v2"), http.StatusTemporaryRedirect, "ws://a.example.com/v2/rooms/9?t=x"},
+		{"same path to self is served", "/v1/rooms/9", Path(self, "/v1/*"), http.StatusSwitchingProtocols, ""},
+		{"rewrite that keeps the path is served", "/v2/rooms/9", PathRewrite(self, "/v2/*", "/v2"), http.StatusSwitchingProtocols, ""},
+		{"same path elsewhere is sent", "/v1/rooms/9", Path("ws://b.example.com", "/v1/*"), http.StatusTemporaryRedirect, "ws://b.example.com/v1/rooms/9"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mw := MustNew(Options{Self: self, Rules: []Rule{tc.rule}})
+			app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusSwitchingProtocols) })
+			w := httptest.NewRecorder()
+			mw.Handler(app).ServeHTTP(w, upgradeTo("http://a.example.com"+tc.path))
+			assert.Equal(t, tc.want, w.Code)
+			assert.Equal(t, tc.location, w.Header().Get("Location"))
+		})
+	}
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+
+	"github.com/wsredirect/wsredirect/wire"
 )
 
 // ResolveHandler answers a plain GET with where a WebSocket opened on the
@@ -47,7 +49,7 @@ func (m *Middleware) ResolveHandler() http.Handler {
 		switch {
 		case d.Action == Refuse:
 			status = d.Status
-			secs := retrySeconds(d.RetryAfter)
+			secs := wire.RetrySeconds(d.RetryAfter)
 			body.RetryAfter = &secs
 			h.Set("Retry-After", strconv.FormatInt(secs, 10))
 		case d.Target != nil:

@@ -32,12 +32,14 @@ func (a Action) String() string {
 	return fmt.Sprintf("Action(%d)", uint8(a))
 }
 
-// Decision is the outcome of a rule. The zero Decision abstains.
+// Decision is the outcome of a rule. The zero Decision abstains; a user rule
+// redirects with Decision{Action: Redirect, Target: t} and refuses with
+// Decision{Action: Refuse, RetryAfter: 10 * time.Second}.
 type Decision struct {
 	Action Action
 	// Target is where a Redirect sends the client. A redirect to the node's
-	// own target (Options.Self) is served here instead: Decide reports it as
-	// Pass with Target and Rule set.
+	// own target (Options.Self) that keeps the request's path is served
+	// here instead: Decide reports it as Pass with Target and Rule set.
 	Target *Target
 	// Path, when not empty, replaces the request's escaped path in the
 	// Location; the query string is always kept.
@@ -46,19 +48,10 @@ type Decision struct {
 	// method, which RFC 8441's CONNECT needs) and 503 for Refuse.
 	Status int
 	// RetryAfter, when positive, is sent with a Refuse as Retry-After in
-	// whole seconds, rounded up.
+	// whole seconds, rounded up, and at most a day.
 	RetryAfter time.Duration
 	// Rule is the name of the rule that decided; the engine sets it.
 	Rule string
-}
-
-// RedirectTo returns a Decision that redirects to t with the rule's status.
-func RedirectTo(t *Target) Decision { return Decision{Action: Redirect, Target: t} }
-
-// RefuseWith returns a Decision that refuses with status (0 means 503) and
-// the given Retry-After.
-func RefuseWith(status int, retryAfter time.Duration) Decision {
-	return Decision{Action: Refuse, Status: status, RetryAfter: retryAfter}
 }
 
 // RuleFunc is the shape of every rule, built in or written by users: given an
@@ -112,7 +105,7 @@ func (r Rule) WithStatus(code int) Rule {
 // ("chat.example.com:8443"). The host matched is r.Host, or the forwarded
 // host when Options.TrustForwardedHost is set.
 func Host(target string, hosts ...string) Rule {
-	t, err := ParseTarget(target)
+	t, err := parseTarget(target)
 	if err != nil {
 		return Rule{name: "host", err: err}
 	}
@@ -131,7 +124,7 @@ func Host(target string, hosts ...string) Rule {
 		host := s.Host(r)
 		for i := range pats {
 			if pats[i].match(host) {
-				return RedirectTo(t)
+				return Decision{Action: Redirect, Target: t}
 			}
 		}
 		return Decision{}
@@ -139,32 +132,37 @@ func Host(target string, hosts ...string) Rule {
 }
 
 // Path returns a rule that redirects requests whose path matches pattern to
-// target, keeping path and query. A pattern is exact ("/ws") or a subtree
-// ending in "/*" ("/ws/*" matches /ws, /ws/ and /ws/rooms/1 but not /wsx);
-// it is matched against the escaped path.
-func Path(pattern, target string) Rule {
-	return pathRule(pattern, target, "", false)
+// target, keeping path and query. Patterns are matched against the escaped
+// path:
+//
+//	"/ws"      exactly /ws
+//	"/ws/*"    /ws, /ws/ and everything below, but not /wsx
+//	"/ws/"     /ws/ and everything below, not /ws (net/http's meaning)
+//
+// Wildcard segments such as "/rooms/{id}" are an error reported by [New].
+func Path(target, pattern string) Rule {
+	return pathRule(target, pattern, "", false)
 }
 
 // PathRewrite is like [Path] but replaces the pattern's path with
-// replacement: PathRewrite("/v1/*", "wss://b.example.com", "/v2") sends
+// replacement: PathRewrite("wss://b.example.com", "/v1/*", "/v2") sends
 // /v1/rooms/9?t=x to wss://b.example.com/v2/rooms/9?t=x.
-func PathRewrite(pattern, target, replacement string) Rule {
-	return pathRule(pattern, target, replacement, true)
+func PathRewrite(target, pattern, replacement string) Rule {
+	return pathRule(target, pattern, replacement, true)
 }
 
-func pathRule(pattern, target, replacement string, rewrite bool) Rule {
+func pathRule(target, pattern, replacement string, rewrite bool) Rule {
 	name := "path"
-	pp, ok := parsePathPattern(pattern)
-	if !ok {
-		return Rule{name: name, err: fmt.Errorf("bad path pattern %q: want /exact or /subtree/*", pattern)}
+	pp, err := parsePathPattern(pattern)
+	if err != nil {
+		return Rule{name: name, err: err}
 	}
 	if rewrite {
-		if rp, ok := parsePathPattern(replacement); !ok || rp.prefix || replacement == "/" {
-			return Rule{name: name, err: fmt.Errorf("bad replacement %q: want a path such as /v2", replacement)}
+		if rp, err := parsePathPattern(replacement); err != nil || rp.prefix || replacement == "/" {
+			return Rule{name: name, err: fmt.Errorf("replacement %q: want a path such as /v2", replacement)}
 		}
 	}
-	t, err := ParseTarget(target)
+	t, err := parseTarget(target)
 	if err != nil {
 		return Rule{name: name, err: err}
 	}
@@ -173,7 +171,7 @@ func pathRule(pattern, target, replacement string, rewrite bool) Rule {
 		if !ok {
 			return Decision{}
 		}
-		d := RedirectTo(t)
+		d := Decision{Action: Redirect, Target: t}
 		if rewrite {
 			d.Path = replacement + rest
 		}

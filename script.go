@@ -25,12 +25,13 @@ var scriptETag = func() string {
 // ScriptHandler serves the JavaScript helper, an ES module with no
 // dependencies that exports RedirectingWebSocket: a WebSocket with the same
 // API that keeps redirect-only connections from the application and
-// reconnects where a [CloseRedirect] or [CloseRetry] close frame says (a live
+// reconnects where a 4307 or 4503 close frame says (package wire; a live
 // move waits a random delay first). Give it the app's subprotocols when the
-// app has some: it then offers [RedirectSubprotocol] too and tells a redirect
-// at open. Without them it cannot (Chromium fails a handshake whose offered
-// subprotocols the server ignores), so it holds back open up to 50 ms to see
-// whether a redirect close follows. It answers GET
+// app has some: it then offers the marker subprotocol too and tells a
+// redirect at open. Without them it does not offer the marker, since
+// Chromium fails a handshake whose offered subprotocols the server ignores
+// (Firefox opens it), and holds back open up to 50 ms to see whether a
+// redirect close follows. It answers GET
 // and HEAD on any path with the file, "Cache-Control: no-cache" and an ETag,
 // so browsers revalidate rather than run a stale copy. Mount it where pages
 // can import it:

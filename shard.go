@@ -7,7 +7,7 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/go-chi/chi/v5"
+	"github.com/wsredirect/wsredirect/ring"
 )
 
 // KeyFunc extracts the shard key (a room, a user, a tenant) from an upgrade
@@ -41,9 +41,12 @@ func CookieKey(name string) KeyFunc {
 	}
 }
 
-// PathValueKey takes the key from the wildcard name of the net/http
-// ServeMux pattern that matched ([http.Request.PathValue]). Mount the
-// middleware on the pattern's handler so the value exists.
+// PathValueKey takes the key from the wildcard name of the route that
+// matched ([http.Request.PathValue]): a net/http ServeMux pattern
+// ("/rooms/{room}") or a chi v5 route, which sets path values too. Routers
+// set them while routing, so mount the middleware on the route (chi's
+// r.With, or the ServeMux pattern's handler); under a top-level r.Use the
+// value does not exist yet.
 func PathValueKey(name string) KeyFunc {
 	return func(r *http.Request) (string, bool) {
 		v := r.PathValue(name)
@@ -51,18 +54,12 @@ func PathValueKey(name string) KeyFunc {
 	}
 }
 
-// ChiParamKey takes the key from chi's URL parameter name. chi sets URL
-// parameters while routing, so add the middleware with r.With or inside the
-// route; under a top-level r.Use the parameter does not exist yet.
-func ChiParamKey(name string) KeyFunc {
-	return func(r *http.Request) (string, bool) {
-		v := chi.URLParam(r, name)
-		return v, v != ""
-	}
-}
-
 // FirstKey tries each KeyFunc in order and returns the first key found.
-// With [StaticKey] last it gives keyless requests a fallback owner.
+// A last func that always returns a key, such as
+//
+//	func(*http.Request) (string, bool) { return "lobby", true }
+//
+// gives keyless requests a fallback owner.
 func FirstKey(fns ...KeyFunc) KeyFunc {
 	return func(r *http.Request) (string, bool) {
 		for _, f := range fns {
@@ -74,13 +71,8 @@ func FirstKey(fns ...KeyFunc) KeyFunc {
 	}
 }
 
-// StaticKey always returns key.
-func StaticKey(key string) KeyFunc {
-	return func(*http.Request) (string, bool) { return key, true }
-}
-
 // Shard returns a rule that sends each upgrade to the member of
-// Options.Members that owns its key on the consistent-hash [Ring]. The key
+// Options.Members that owns its key (placed by package ring). The key
 // is required on purpose: every call site states what the fleet shards by.
 //
 // When the owner is this node (Options.Self), the rule decides to serve
@@ -89,7 +81,7 @@ func StaticKey(key string) KeyFunc {
 // [Member.DrainingSince]), so a client moves once; when every member that
 // could take a key is draining, the request is refused with 503 and
 // Options.DrainRetryAfter. A request without a key is left to the next rule
-// (and then to the app): use [FirstKey] with [StaticKey] to give such
+// (and then to the app): use [FirstKey] with a fallback to give such
 // requests an owner instead.
 func Shard(key KeyFunc) Rule {
 	if key == nil {
@@ -100,11 +92,11 @@ func Shard(key KeyFunc) Rule {
 		if !ok || s.fleet.ring.Len() == 0 {
 			return Decision{}
 		}
-		owner := s.owner(hashKey(k))
+		owner := s.owner(ring.Hash(k))
 		if owner < 0 {
-			return RefuseWith(http.StatusServiceUnavailable, s.drainRetryAfter)
+			return Decision{Action: Refuse, RetryAfter: s.drainRetryAfter}
 		}
-		return RedirectTo(s.fleet.targets[owner])
+		return Decision{Action: Redirect, Target: s.fleet.targets[owner]}
 	})
 	r.needsMembers = true
 	return r

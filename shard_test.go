@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,14 +49,8 @@ func TestKeyFuncs(t *testing.T) {
 		{"cookie absent", CookieKey("uid"), req("/ws", func(r *http.Request) { r.Header.Set("Cookie", "uidx=1") }), "", false},
 		{"path value", PathValueKey("room"), req("/rooms/9", func(r *http.Request) { r.SetPathValue("room", "9") }), "9", true},
 		{"path value absent", PathValueKey("room"), req("/rooms/9", nil), "", false},
-		{"chi param", ChiParamKey("room"), req("/rooms/5", func(r *http.Request) {
-			rc := chi.NewRouteContext()
-			rc.URLParams.Add("room", "5")
-			*r = *r.WithContext(context.WithValue(r.Context(), chi.RouteCtxKey, rc))
-		}), "5", true},
-		{"chi param absent", ChiParamKey("room"), req("/rooms/5", nil), "", false},
-		{"first key falls back", FirstKey(QueryKey("room"), HeaderKey("X-Room"), StaticKey("lobby")), req("/ws", nil), "lobby", true},
-		{"first key takes first", FirstKey(QueryKey("room"), StaticKey("lobby")), req("/ws?room=3", nil), "3", true},
+		{"first key falls back", FirstKey(QueryKey("room"), HeaderKey("X-Room"), lobby), req("/ws", nil), "lobby", true},
+		{"first key takes first", FirstKey(QueryKey("room"), lobby), req("/ws?room=3", nil), "3", true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -65,6 +60,21 @@ func TestKeyFuncs(t *testing.T) {
 		})
 	}
 }
+
+// TestPathValueKeyInChi: chi v5 routes set path values, so PathValueKey
+// serves chi users with no chi-specific key func.
+func TestPathValueKeyInChi(t *testing.T) {
+	var got string
+	r := chi.NewRouter()
+	r.Get("/rooms/{room}", func(w http.ResponseWriter, r *http.Request) {
+		got, _ = PathValueKey("room")(r)
+	})
+	r.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/rooms/42", nil))
+	assert.Equal(t, "42", got)
+}
+
+// lobby is a fallback key func, as the FirstKey doc shows it.
+func lobby(*http.Request) (string, bool) { return "lobby", true }
 
 // abc is three members on example hosts; node b is Self.
 var abc = []Member{
@@ -82,11 +92,11 @@ func (c *fakeClock) advance(d time.Duration) { c.t.Add(int64(d)) }
 func shardMiddleware(t *testing.T, self string, members []Member, clock *fakeClock) *Middleware {
 	t.Helper()
 	opts := Options{Self: self, Members: members, Rules: []Rule{Shard(QueryKey("room"))}, DrainRetryAfter: 7 * time.Second}
-	if clock != nil {
-		opts.Now = clock.now
-	}
 	mw, err := New(opts)
 	require.NoError(t, err)
+	if clock != nil {
+		mw.setClock(clock.now)
+	}
 	return mw
 }
 
@@ -95,12 +105,12 @@ func roomRequest(room string) *http.Request {
 }
 
 // keysOwnedBy returns n keys the ring gives to member id.
-func keysOwnedBy(t *testing.T, ring *Ring, id string, n int) []string {
+func keysOwnedBy(t *testing.T, ring *fleet, id string, n int) []string {
 	t.Helper()
 	var keys []string
 	for i := 0; len(keys) < n; i++ {
 		k := fmt.Sprintf("room-%d", i)
-		if ring.Members()[ring.Owner(k)].ID == id {
+		if ring.ringOwner(k).ID == id {
 			keys = append(keys, k)
 		}
 		require.Less(t, i, 100*n, "ring gives %s no keys", id)
@@ -110,7 +120,7 @@ func keysOwnedBy(t *testing.T, ring *Ring, id string, n int) []string {
 
 func TestShardDecisions(t *testing.T) {
 	mw := shardMiddleware(t, "wss://b.example.com", abc, nil)
-	ring := mw.State().Ring()
+	ring := mw.State().fleet
 	for _, id := range []string{"a", "c"} {
 		for _, k := range keysOwnedBy(t, ring, id, 20) {
 			d := mw.Decide(roomRequest(k))
@@ -130,37 +140,37 @@ func TestShardDecisions(t *testing.T) {
 func TestDrain(t *testing.T) {
 	clock := &fakeClock{}
 	mw := shardMiddleware(t, "wss://b.example.com", abc, clock)
-	ring := mw.State().Ring()
-	withoutB, err := NewRing([]Member{abc[0], abc[2]})
+	ring := mw.State().fleet
+	withoutB, err := newFleet([]Member{abc[0], abc[2]}, nil, nil)
 	require.NoError(t, err)
 	own := keysOwnedBy(t, ring, "b", 400)
 	others := append(keysOwnedBy(t, ring, "a", 50), keysOwnedBy(t, ring, "c", 50)...)
 
 	t.Run("hands each key to its owner without self", func(t *testing.T) {
-		mw.Drain(0)
-		on, frac := mw.Draining()
+		mw.drainSelf(t, 0)
+		on, frac := mw.State().Draining()
 		assert.True(t, on)
 		assert.Equal(t, 1.0, frac)
 		for _, k := range own {
 			d := mw.Decide(roomRequest(k))
 			require.Equal(t, Redirect, d.Action, k)
-			assert.Equal(t, withoutB.Members()[withoutB.Owner(k)].URL, d.Target.String(), "moved once, to the post-drain owner: %s", k)
+			assert.Equal(t, withoutB.ringOwner(k).URL, d.Target.String(), "moved once, to the post-drain owner: %s", k)
 		}
 		for _, k := range others {
 			d := mw.Decide(roomRequest(k))
-			assert.Equal(t, ring.Members()[ring.Owner(k)].URL, d.Target.String(), "keys of other members unaffected: %s", k)
+			assert.Equal(t, ring.ringOwner(k).URL, d.Target.String(), "keys of other members unaffected: %s", k)
 		}
-		mw.Undrain()
-		on, _ = mw.Draining()
+		mw.undrainSelf(t)
+		on, _ = mw.State().Draining()
 		assert.False(t, on)
 		assert.Equal(t, Pass, mw.Decide(roomRequest(own[0])).Action, "undrained: served here again")
 	})
 
 	t.Run("ramp moves a growing share, each key once", func(t *testing.T) {
-		mw.Drain(100 * time.Second)
+		mw.drainSelf(t, 100*time.Second)
 		moved := map[string]bool{}
 		for _, step := range []float64{0, 0.25, 0.5, 0.75, 1} {
-			on, frac := mw.Draining()
+			on, frac := mw.State().Draining()
 			assert.True(t, on)
 			assert.InDelta(t, step, frac, 1e-9)
 			n := 0
@@ -176,15 +186,15 @@ func TestDrain(t *testing.T) {
 			clock.advance(25 * time.Second)
 		}
 		clock.advance(time.Hour)
-		_, frac := mw.Draining()
+		_, frac := mw.State().Draining()
 		assert.Equal(t, 1.0, frac)
-		mw.Undrain()
+		mw.undrainSelf(t)
 	})
 
 	t.Run("alone: 503 with Retry-After", func(t *testing.T) {
 		solo := shardMiddleware(t, "wss://b.example.com", abc[1:2], clock)
 		assert.Equal(t, Pass, solo.Decide(roomRequest("x")).Action)
-		solo.Drain(0)
+		solo.drainSelf(t, 0)
 		w := run(t, solo, roomRequest("x"))
 		assert.Equal(t, http.StatusServiceUnavailable, w.Code)
 		assert.Equal(t, "7", w.Header().Get("Retry-After"))
@@ -200,9 +210,9 @@ func TestMembersErrors(t *testing.T) {
 		want    string
 	}{
 		{"shard without members", nil, "wsredirect: rule 0 (shard): Options.Members is empty"},
-		{"bad member URL", []Member{{ID: "a", URL: "ftp://a"}}, `wsredirect: member a: target "ftp://a": scheme must be`},
-		{"same URL twice", []Member{{ID: "a", URL: "ws://h:1"}, {ID: "b", URL: "http://h:1/"}}, "wsredirect: members a and b have the same URL ws://h:1"},
-		{"duplicate ID", []Member{{ID: "a", URL: "ws://h:1"}, {ID: "a", URL: "ws://h:2"}}, "wsredirect:"},
+		{"bad member URL", []Member{{ID: "a", URL: "ftp://a"}}, `wsredirect: Options.Members: member a: target "ftp://a": scheme must be`},
+		{"same URL twice", []Member{{ID: "a", URL: "ws://h:1"}, {ID: "b", URL: "http://h:1/"}}, "wsredirect: Options.Members: members a and b have the same URL ws://h:1"},
+		{"duplicate ID", []Member{{ID: "a", URL: "ws://h:1"}, {ID: "a", URL: "ws://h:2"}}, `wsredirect: Options.Members: member ID "a" is given twice`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -211,12 +221,25 @@ func TestMembersErrors(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
+	// SetMembers checks a set as New does, and on error keeps the fleet
+	// (regression: duplicates were accepted and the dropped members kept).
+	mw := shardMiddleware(t, "wss://b.example.com", abc, nil)
+	assert.EqualError(t, mw.SetMembers(abc[0], abc[0], abc[0]), `wsredirect: SetMembers: member ID "a" is given twice`)
+	ids := func() (ids []string) {
+		for _, m := range mw.State().Members() {
+			ids = append(ids, m.ID)
+		}
+		return ids
+	}
+	assert.Equal(t, []string{"a", "b", "c"}, ids())
+	require.NoError(t, mw.SetMembers(abc[0], abc[1]))
+	assert.Equal(t, []string{"a", "b"}, ids())
 	_, err := New(Options{Members: abc, Rules: []Rule{Shard(nil)}})
 	assert.ErrorContains(t, err, "wsredirect: rule 0 (shard): nil KeyFunc")
 
-	mw := shardMiddleware(t, "wss://b.example.com", abc, nil)
+	mw = shardMiddleware(t, "wss://b.example.com", abc, nil)
 	assert.ErrorContains(t, mw.SetMembers(), "no members, and a Shard rule needs them")
-	assert.Equal(t, 3, mw.State().Ring().Len(), "members kept on error")
+	assert.Equal(t, 3, mw.State().fleet.ring.Len(), "members kept on error")
 }
 
 // TestSetMembersUnderLoad swaps the abc while requests are decided: every
@@ -224,8 +247,8 @@ func TestMembersErrors(t *testing.T) {
 func TestSetMembersUnderLoad(t *testing.T) {
 	two := abc[:2]
 	mw := shardMiddleware(t, "wss://b.example.com", abc, nil)
-	rings := map[int]*Ring{3: mw.State().Ring()}
-	r2, err := NewRing(two)
+	rings := map[int]*fleet{3: mw.State().fleet}
+	r2, err := newFleet(two, nil, nil)
 	require.NoError(t, err)
 	rings[2] = r2
 
@@ -245,8 +268,8 @@ func TestSetMembersUnderLoad(t *testing.T) {
 				k := fmt.Sprintf("k-%d-%d", g, i)
 				s := mw.State()
 				d := s.decide(roomRequest(k))
-				want := rings[s.Ring().Len()]
-				owner := want.Members()[want.Owner(k)].URL
+				want := rings[s.fleet.ring.Len()]
+				owner := want.ringOwner(k).URL
 				if d.Action == Pass {
 					assert.Equal(t, "wss://b.example.com", owner)
 				} else {
@@ -285,14 +308,14 @@ func TestFleetEndToEnd(t *testing.T) {
 		srv.Start()
 		defer srv.Close()
 	}
-	ring, err := NewRing(members)
+	ring, err := newFleet(members, nil, nil)
 	require.NoError(t, err)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for i := 0; i < 30; i++ {
 		room := fmt.Sprintf("room-%d", i)
-		owner := ring.Members()[ring.Owner(room)].ID
+		owner := ring.ringOwner(room).ID
 		entry := members[i%len(members)].URL + "/rooms?room=" + room
 
 		t.Run(room+"/gorilla by hand", func(t *testing.T) {
@@ -332,9 +355,9 @@ func TestFleetEndToEnd(t *testing.T) {
 // (post-drain ring) and a ramp half way through.
 func TestDrainAgreement(t *testing.T) {
 	clock := &fakeClock{}
-	members := testFleet(6)
+	members := make([]Member, 6)
 	for i := range members {
-		members[i].URL = fmt.Sprintf("wss://%s.example.com", members[i].ID)
+		members[i] = Member{ID: fmt.Sprintf("node-%d", i), URL: fmt.Sprintf("wss://node-%d.example.com", i)}
 	}
 	nodes := make([]*Middleware, len(members))
 	for i := range members {
@@ -355,8 +378,9 @@ func TestDrainAgreement(t *testing.T) {
 		for k := 0; k < 3000; k++ {
 			key := fmt.Sprintf("room-%d", k)
 			want := serverFor(nodes[0], key)
-			st := nodes[0].State()
-			require.Equal(t, want, st.Members()[st.Owner(key)].URL, "State.Owner agrees with the rule")
+			owner, ok := nodes[0].State().Owner(key)
+			require.True(t, ok)
+			require.Equal(t, want, owner.URL, "State.Owner agrees with the rule")
 			for _, node := range nodes[1:] {
 				require.Equal(t, want, serverFor(node, key), "nodes disagree on %s", key)
 			}
@@ -365,10 +389,10 @@ func TestDrainAgreement(t *testing.T) {
 					require.NotEqual(t, "wss://"+id+".example.com", want, "%s served by drained %s", key, id)
 				}
 			}
-			ring := nodes[0].State().Ring()
-			if ring.Members()[ring.Owner(key)].URL != want {
+			ring := nodes[0].State().fleet
+			if ring.ringOwner(key).URL != want {
 				moved++
-				_, draining := drained[ring.Members()[ring.Owner(key)].ID]
+				_, draining := drained[ring.ringOwner(key).ID]
 				assert.True(t, draining, "only drained members' keys move: %s", key)
 			}
 		}
@@ -399,13 +423,35 @@ func TestDrainAgreement(t *testing.T) {
 			require.NoError(t, node.DrainMember(members[1].ID, time.Time{}, 0))
 			require.NoError(t, node.DrainMember(members[4].ID, time.Time{}, 0))
 		}
-		ring := nodes[0].State().Ring()
+		ring := nodes[0].State().fleet
 		for k := 0; k < 500; k++ {
 			key := fmt.Sprintf("room-%d", k)
-			assert.Equal(t, ring.Members()[ring.Owner(key)].URL, serverFor(nodes[2], key))
+			assert.Equal(t, ring.ringOwner(key).URL, serverFor(nodes[2], key))
 		}
 	})
 	assert.ErrorContains(t, nodes[0].DrainMember("nobody", since, 0), `wsredirect: DrainMember: no member "nobody"`)
-	outsider := MustNew(Options{Self: "wss://front.example.com", Members: members, Rules: []Rule{Shard(QueryKey("room"))}})
-	assert.ErrorContains(t, outsider.Drain(0), "wsredirect: Drain: this node (Options.Self) is not one of the members")
+}
+
+// FuzzQueryValue checks the allocation-free query scan against net/url.
+func FuzzQueryValue(f *testing.F) {
+	for _, s := range []string{"room=1", "a=1&room=caf%C3%A9+x", "room+id=7&room=", "room=%zz", "&&room=2", "room"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		got, ok := queryValue(raw, "room")
+		want := ""
+		// url.ParseQuery skips pairs it cannot unescape; queryValue stops
+		// at the first such pair it would have used, so compare only
+		// queries net/url reads whole.
+		q, err := url.ParseQuery(raw)
+		if err != nil || strings.Contains(raw, ";") {
+			return
+		}
+		if v := q["room"]; len(v) > 0 {
+			want = v[0]
+		}
+		if got != want || ok != (want != "") {
+			t.Fatalf("queryValue(%q) = %q, %v; net/url says %q", raw, got, ok, want)
+		}
+	})
 }

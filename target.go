@@ -23,9 +23,23 @@ type Target struct {
 // info. Default ports are dropped, the host is lower-cased and a trailing
 // slash is removed, so equal places compare equal.
 func ParseTarget(s string) (*Target, error) {
-	u, err := url.Parse(s)
+	t, err := parseTarget(s)
 	if err != nil {
-		return nil, fmt.Errorf("wsredirect: target %q: %w", s, err)
+		return nil, errorf("%v", err)
+	}
+	return t, nil
+}
+
+// wantTarget is what every target error shows, since "host:port" without a
+// scheme is the usual slip.
+const wantTarget = "want a base URL such as ws://127.0.0.1:8080 or wss://chat.example.com"
+
+// parseTarget is ParseTarget with errors that do not repeat the package
+// prefix, for the errors of rules and options to wrap.
+func parseTarget(s string) (*Target, error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" || u.Opaque != "" {
+		return nil, fmt.Errorf("target %q: %s", s, wantTarget)
 	}
 	var secure bool
 	switch strings.ToLower(u.Scheme) {
@@ -33,15 +47,15 @@ func ParseTarget(s string) (*Target, error) {
 	case "wss", "https":
 		secure = true
 	default:
-		return nil, fmt.Errorf("wsredirect: target %q: scheme must be ws, wss, http or https", s)
+		return nil, fmt.Errorf("target %q: scheme must be ws, wss, http or https: %s", s, wantTarget)
 	}
 	switch {
 	case u.Host == "" || u.Hostname() == "":
-		return nil, fmt.Errorf("wsredirect: target %q: no host", s)
+		return nil, fmt.Errorf("target %q: no host: %s", s, wantTarget)
 	case u.User != nil:
-		return nil, fmt.Errorf("wsredirect: target %q: user info is not allowed", s)
+		return nil, fmt.Errorf("target %q: user info is not allowed", s)
 	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
-		return nil, fmt.Errorf("wsredirect: target %q: query and fragment are not allowed", s)
+		return nil, fmt.Errorf("target %q: query and fragment are not allowed", s)
 	}
 	host, port := strings.ToLower(u.Hostname()), u.Port()
 	if (port == "80" && !secure) || (port == "443" && secure) {
@@ -66,7 +80,7 @@ func ParseTarget(s string) (*Target, error) {
 }
 
 // MustParseTarget is like [ParseTarget] but panics on error. It is meant for
-// targets written in code.
+// targets written in code, such as those a user rule redirects to.
 func MustParseTarget(s string) *Target {
 	t, err := ParseTarget(s)
 	if err != nil {

@@ -45,7 +45,7 @@ func wsURL(srv *httptest.Server) string { return "ws" + strings.TrimPrefix(srv.U
 
 func TestGorillaRoundTrip(t *testing.T) {
 	b := echoNode(t, "node-b")
-	mw := MustNew(Options{Rules: []Rule{Path("/rooms/*", wsURL(b))}})
+	mw := MustNew(Options{Rules: []Rule{Path(wsURL(b), "/rooms/*")}})
 	a := httptest.NewServer(mw.Handler(http.NotFoundHandler()))
 	defer a.Close()
 
@@ -71,7 +71,7 @@ func TestGorillaRoundTrip(t *testing.T) {
 
 func TestCoderFollows(t *testing.T) {
 	b := echoNode(t, "node-b")
-	mw := MustNew(Options{Rules: []Rule{Path("/rooms/*", wsURL(b))}})
+	mw := MustNew(Options{Rules: []Rule{Path(wsURL(b), "/rooms/*")}})
 	a := httptest.NewServer(mw.Handler(http.NotFoundHandler()))
 	defer a.Close()
 
@@ -99,7 +99,7 @@ func TestMounting(t *testing.T) {
 		if room == "" {
 			return Decision{}
 		}
-		return RedirectTo(MustParseTarget("wss://" + room + ".rooms.example.com"))
+		return Decision{Action: Redirect, Target: MustParseTarget("wss://" + room + ".rooms.example.com")}
 	})
 	mw := MustNew(Options{Rules: []Rule{byRoom}})
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "app") })

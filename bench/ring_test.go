@@ -17,7 +17,7 @@ import (
 	"github.com/stathat/consistent"
 	"github.com/stretchr/testify/require"
 
-	"github.com/wsredirect/wsredirect"
+	"github.com/wsredirect/wsredirect/ring"
 )
 
 // benchKeys is the key set of the root module's ring benchmarks: 4096 ids
@@ -52,22 +52,21 @@ type router struct {
 // string hash as wsredirect so the comparison is of placement, not hashing.
 var routers = []router{
 	{"wsredirect", "2^20 slots, weighted rendezvous", func(nodes []string) func(string) string {
-		ms := make([]wsredirect.Member, len(nodes))
+		ns := make([]ring.Node, len(nodes))
 		for i, n := range nodes {
-			ms[i] = wsredirect.Member{ID: n}
+			ns[i] = ring.Node{ID: n}
 		}
-		r, err := wsredirect.NewRing(ms)
+		r, err := ring.New(ns)
 		if err != nil {
 			panic(err)
 		}
-		ms = r.Members()
-		return func(k string) string { return ms[r.Owner(k)].ID }
+		return func(k string) string { return r.Node(r.Owner(ring.Hash(k))).ID }
 	}},
-	{"jump", "jump.Hash(wsredirect.HashKey(key), n)", func(nodes []string) func(string) string {
-		return func(k string) string { return nodes[jump.Hash(wsredirect.HashKey(k), len(nodes))] }
+	{"jump", "jump.Hash(ring.Hash(key), n)", func(nodes []string) func(string) string {
+		return func(k string) string { return nodes[jump.Hash(ring.Hash(k), len(nodes))] }
 	}},
-	{"rendezvous", "go-rendezvous with wsredirect.HashKey", func(nodes []string) func(string) string {
-		return rendezvous.New(nodes, wsredirect.HashKey).Lookup
+	{"rendezvous", "go-rendezvous with ring.Hash", func(nodes []string) func(string) string {
+		return rendezvous.New(nodes, ring.Hash).Lookup
 	}},
 	{"groupcache", "consistenthash, 50 replicas (groupcache's defaultReplicas), crc32", func(nodes []string) func(string) string {
 		m := consistenthash.New(50, nil)
@@ -120,7 +119,7 @@ func BenchmarkHash(b *testing.B) {
 	for _, h := range []struct {
 		name string
 		fn   func(string) uint64
-	}{{"wsredirect", wsredirect.HashKey}, {"xxhash", xxhash.Sum64String}} {
+	}{{"wsredirect", ring.Hash}, {"xxhash", xxhash.Sum64String}} {
 		b.Run(h.name, func(b *testing.B) {
 			b.ReportAllocs()
 			i := 0

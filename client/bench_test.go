@@ -19,7 +19,7 @@ func BenchmarkDial(b *testing.B) {
 	srv := httptest.NewUnstartedServer(nil)
 	base := "ws://" + srv.Listener.Addr().String()
 	mw := wsredirect.MustNew(wsredirect.Options{
-		Rules: []wsredirect.Rule{wsredirect.PathRewrite("/old/*", base, "/new")},
+		Rules: []wsredirect.Rule{wsredirect.PathRewrite(base, "/old/*", "/new")},
 	})
 	srv.Config.Handler = mw.Handler(echoUpgrader("s"))
 	srv.Start()

@@ -12,7 +12,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/wsredirect/wsredirect"
+
+	"github.com/wsredirect/wsredirect/wire"
 )
 
 // Conn is a WebSocket connection that follows the close-code redirects of
@@ -81,7 +82,7 @@ func (c *Conn) ReadMessage(ctx context.Context) (messageType int, p []byte, err 
 		if err == nil {
 			// The marker is a short prefix: converting at most 32 bytes
 			// keeps the check on the stack for messages of any size.
-			if messageType == websocket.TextMessage && wsredirect.IsRedirectMessage(string(p[:min(len(p), 32)])) {
+			if messageType == websocket.TextMessage && wire.IsRedirectMessage(string(p[:min(len(p), 32)])) {
 				c.pending = string(p)
 				continue
 			}
@@ -140,8 +141,8 @@ func (c *Conn) move(ctx context.Context, ws *websocket.Conn, readErr error) erro
 	last := &ch.hops[len(ch.hops)-1]
 	var next *url.URL
 	switch ce.Code {
-	case wsredirect.CloseRedirect:
-		target, ok := wsredirect.ParseRedirect(ce.Text, c.pending, ch.cur.String())
+	case wire.CloseRedirect:
+		target, ok := wire.ParseRedirect(ce.Text, c.pending, ch.cur.String())
 		if !ok {
 			return readErr
 		}
@@ -152,8 +153,8 @@ func (c *Conn) move(ctx context.Context, ws *websocket.Conn, readErr error) erro
 			return ch.fail(ctx, err)
 		}
 		next = u
-	case wsredirect.CloseRetry:
-		after, ok := wsredirect.ParseRetry(ce.Text)
+	case wire.CloseRetry:
+		after, ok := wire.ParseRetry(ce.Text)
 		if !ok {
 			return readErr
 		}

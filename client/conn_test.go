@@ -13,8 +13,9 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/wsredirect/wsredirect"
+
 	"github.com/wsredirect/wsredirect/client"
+	"github.com/wsredirect/wsredirect/wire"
 )
 
 // scripted upgrades every request and runs script on the connection.
@@ -54,8 +55,8 @@ func closeWith(c *websocket.Conn, message string, code int, reason string) {
 }
 
 func closeRedirect(c *websocket.Conn, target string) {
-	msg, reason := wsredirect.EncodeRedirect(target)
-	closeWith(c, msg, wsredirect.CloseRedirect, reason)
+	msg, reason := wire.EncodeRedirect(target)
+	closeWith(c, msg, wire.CloseRedirect, reason)
 }
 
 func TestConnFollowsCloseRedirect(t *testing.T) {
@@ -70,7 +71,7 @@ func TestConnFollowsCloseRedirect(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			target := wsURL(b.Server, tc.path)
-			msg, _ := wsredirect.EncodeRedirect(target)
+			msg, _ := wire.EncodeRedirect(target)
 			require.Equal(t, tc.path != "/room/1", msg != "", "the case covers the intended encoding")
 			a := scripted(t, false, func(c *websocket.Conn, r *http.Request) { closeRedirect(c, target) })
 
@@ -86,7 +87,7 @@ func TestConnFollowsCloseRedirect(t *testing.T) {
 
 			hops := c.Hops()
 			require.Len(t, hops, 2)
-			assert.Equal(t, client.Hop{URL: wsURL(a, "/"), Status: 101, Close: wsredirect.CloseRedirect, Location: target}, withoutElapsed(hops[0]))
+			assert.Equal(t, client.Hop{URL: wsURL(a, "/"), Status: 101, Close: wire.CloseRedirect, Location: target}, withoutElapsed(hops[0]))
 			assert.Equal(t, target, hops[1].URL)
 
 			require.NoError(t, c.WriteMessage(websocket.TextMessage, []byte("hi")))
@@ -102,9 +103,9 @@ func TestConnFollowsMoveToBase(t *testing.T) {
 	// another base in one close frame, whatever the query's length.
 	b := startGreeter(t, "B", false, nil)
 	a := scripted(t, false, func(c *websocket.Conn, r *http.Request) {
-		reason, ok := wsredirect.EncodeMove(wsredirect.MustParseTarget(wsURL(b.Server, "")))
+		reason, ok := wire.EncodeMove(wsURL(b.Server, ""))
 		if ok {
-			closeWith(c, "", wsredirect.CloseRedirect, reason)
+			closeWith(c, "", wire.CloseRedirect, reason)
 		}
 	})
 	path := "/room/9?token=" + strings.Repeat("k", 300)
@@ -228,7 +229,7 @@ func TestConnCloseRetry(t *testing.T) {
 	var visits atomic.Int64
 	a := scripted(t, false, func(c *websocket.Conn, r *http.Request) {
 		if visits.Add(1) == 1 {
-			closeWith(c, "", wsredirect.CloseRetry, wsredirect.EncodeRetry(2*time.Second))
+			closeWith(c, "", wire.CloseRetry, wire.EncodeRetry(2*time.Second))
 			return
 		}
 		c.WriteMessage(websocket.TextMessage, []byte("welcome back "+r.Header.Get("Authorization")))
@@ -251,7 +252,7 @@ func TestConnCloseRetry(t *testing.T) {
 	assert.Equal(t, []time.Duration{2*time.Second + 3*time.Millisecond}, slept)
 	hops := c.Hops()
 	require.Len(t, hops, 2)
-	assert.Equal(t, wsredirect.CloseRetry, hops[0].Close)
+	assert.Equal(t, wire.CloseRetry, hops[0].Close)
 	assert.Equal(t, 2*time.Second, hops[0].RetryAfter)
 }
 

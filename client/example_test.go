@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
 	"github.com/wsredirect/wsredirect"
 	"github.com/wsredirect/wsredirect/client"
+	"github.com/wsredirect/wsredirect/wire"
 )
 
 // echoUpgrader is the application behind the middleware: it echoes every
@@ -42,7 +44,7 @@ func ExampleDialer_DialTrace() {
 	bURL := "ws" + strings.TrimPrefix(b.URL, "http")
 
 	mw := wsredirect.MustNew(wsredirect.Options{
-		Rules: []wsredirect.Rule{wsredirect.Path("/rooms/*", bURL)},
+		Rules: []wsredirect.Rule{wsredirect.Path(bURL, "/rooms/*")},
 	})
 	a := httptest.NewServer(mw.Handler(echoUpgrader("a")))
 	defer a.Close()
@@ -91,10 +93,10 @@ func ExampleDialer_Connect() {
 			return
 		}
 		defer c.Close()
-		message, reason := wsredirect.EncodeRedirect(target)
+		message, reason := wire.EncodeRedirect(target)
 		c.WriteMessage(websocket.TextMessage, []byte(message))
 		c.WriteControl(websocket.CloseMessage,
-			websocket.FormatCloseMessage(wsredirect.CloseRedirect, reason), time.Now().Add(time.Second))
+			websocket.FormatCloseMessage(wire.CloseRedirect, reason), time.Now().Add(time.Second))
 		c.ReadMessage()
 	}))
 	defer a.Close()

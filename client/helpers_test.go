@@ -11,6 +11,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
+
 	"github.com/wsredirect/wsredirect/client"
 )
 

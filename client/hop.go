@@ -34,7 +34,7 @@ type Hop struct {
 	// Location is where the hop pointed next: the Location header of a
 	// redirect as sent, or the target of a close-code redirect.
 	Location string
-	// Close is the close code (wsredirect.CloseRedirect or CloseRetry)
+	// Close is the close code (wire.CloseRedirect or wire.CloseRetry)
 	// with which the server moved this open connection; 0 otherwise.
 	Close int
 	// RetryAfter is the wait the server asked for with a 503 and

@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
 	"github.com/wsredirect/wsredirect"
 	"github.com/wsredirect/wsredirect/client"
 )
@@ -20,11 +21,11 @@ func TestDialThroughMiddleware(t *testing.T) {
 	b := startNode(t, "B", false, nil)
 	var refused atomic.Bool
 	mw := wsredirect.MustNew(wsredirect.Options{Rules: []wsredirect.Rule{
-		wsredirect.Path("/rooms/*", wsURL(b.Server, "")),
+		wsredirect.Path(wsURL(b.Server, ""), "/rooms/*"),
 		wsredirect.Host(wsURL(b.Server, ""), "moved.example"),
 		wsredirect.NewRule("drain once", func(r *http.Request, s *wsredirect.State) wsredirect.Decision {
 			if r.URL.Path == "/drain" && refused.CompareAndSwap(false, true) {
-				return wsredirect.RefuseWith(0, time.Second)
+				return wsredirect.Decision{Action: wsredirect.Refuse, RetryAfter: time.Second}
 			}
 			return wsredirect.Decision{}
 		}),

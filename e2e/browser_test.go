@@ -20,6 +20,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wsredirect/wsredirect"
+	"github.com/wsredirect/wsredirect/ring"
+	"github.com/wsredirect/wsredirect/wire"
 )
 
 // Browser tests: headless Chromium loads a page (testdata/page.html) that
@@ -90,7 +92,7 @@ func TestBrowser(t *testing.T) {
 			assert.Equal(t, "ping", echo.Data)
 			assert.Equal(t, []string{"redirect", "open", "message", "message"}, tab.types(), "the redirect stub's open is not the app's")
 			redirect := tab.event("redirect", 0)
-			assert.Equal(t, redirectDetail{From: entry.url + path, To: owner.url + path, Code: wsredirect.CloseRedirect}, *redirect.Detail)
+			assert.Equal(t, redirectDetail{From: entry.url + path, To: owner.url + path, Code: wire.CloseRedirect}, *redirect.Detail)
 			open := tab.event("open", 0)
 			assert.Equal(t, owner.url+path, open.URL)
 			assert.Equal(t, strings.Join(tc.protocols, ""), open.Protocol, "the app's protocol")
@@ -107,7 +109,7 @@ func TestBrowser(t *testing.T) {
 		owner := f.owner(room)
 		query := "room=" + room + "&token=" + strings.Repeat("t0K", 100)
 		target := owner.url + "/ws?" + query
-		require.Greater(t, len(target), wsredirect.MaxCloseReason)
+		require.Greater(t, len(target), wire.MaxReason)
 		tab := openTab(t, browser, page)
 
 		tab.call("helper", entry.url+"/ws?"+query, echo, map[string]any{})
@@ -124,7 +126,7 @@ func TestBrowser(t *testing.T) {
 		f := newFleet(t, page.origin, wsredirect.ModeAuto)
 		a := f.nodes[0]
 		room := f.roomOwnedBy(a)
-		next := f.nodeAt(f.ring.OwnerWithout(room, f.index(a)))
+		next := f.nodeAt(f.ring.OwnerWithout(ring.Hash(room), f.index(a)))
 		path := "/ws?room=" + room
 		tab := openTab(t, browser, page)
 
@@ -146,7 +148,7 @@ func TestBrowser(t *testing.T) {
 		assert.Equal(t, next.name, hello.Node, "the key's owner once a is gone")
 		assert.Equal(t, "room="+room, hello.Query)
 		redirect := tab.event("redirect", 0)
-		assert.Equal(t, redirectDetail{From: a.url + path, To: next.url + path, Code: wsredirect.CloseRedirect, Live: true}, *redirect.Detail)
+		assert.Equal(t, redirectDetail{From: a.url + path, To: next.url + path, Code: wire.CloseRedirect, Live: true}, *redirect.Detail)
 		assert.Equal(t, []string{"open", "message", "redirect", "open", "message"}, tab.types(), "the app sees no close")
 		assert.Equal(t, next.url+path, tab.event("open", 1).URL)
 		require.Eventually(t, func() bool { return a.mw.Tracked() == 0 }, wait, 10*time.Millisecond, "a's app saw the close")
@@ -196,12 +198,12 @@ func TestBrowser(t *testing.T) {
 		f := newFleet(t, page.origin, wsredirect.ModeAuto)
 		only := f.nodes[0]
 		require.NoError(t, only.mw.SetMembers(wsredirect.Member{ID: only.name, URL: only.url}))
-		require.NoError(t, only.mw.Drain(0)) // no member left: 503, sent as 4503 "wsr1 retry=1"
+		require.NoError(t, only.mw.DrainMember(only.name, time.Now(), 0)) // no member left: 503, sent as 4503 "wsr1 retry=1"
 		tab := openTab(t, browser, page)
 
 		tab.call("helper", only.url+"/ws?room=r", echo, map[string]any{"retryJitterMs": 200})
 		require.Eventually(t, func() bool { return only.refusals.Load() > 0 }, wait, 5*time.Millisecond)
-		require.NoError(t, only.mw.Undrain())
+		require.NoError(t, only.mw.DrainMember(only.name, time.Time{}, 0))
 		hello := tab.greeting(0)
 
 		assert.Equal(t, only.name, hello.Node)
@@ -213,12 +215,9 @@ func TestBrowser(t *testing.T) {
 // startChromium starts the browser the subtests open tabs in, or skips.
 func startChromium(t *testing.T) context.Context {
 	t.Helper()
-	path := os.Getenv("CHROME")
-	if path == "" {
-		path = "/usr/bin/chromium"
-	}
-	if _, err := os.Stat(path); err != nil {
-		skipForTool(t, "browser tests need Chromium: apt-get install -y chromium (or set CHROME=/path)")
+	path, err := findChromium()
+	if err != nil {
+		skipForTool(t, err.Error())
 	}
 	var output syncBuffer
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
@@ -288,7 +287,7 @@ type node struct {
 type fleet struct {
 	nodes   []*node
 	members []wsredirect.Member
-	ring    *wsredirect.Ring
+	ring    *ring.Ring
 }
 
 // newFleet starts three nodes that shard by the query parameter room and
@@ -327,7 +326,13 @@ func newFleet(t *testing.T, origin string, mode wsredirect.Mode) *fleet {
 		servers[i].Start()
 		t.Cleanup(servers[i].Close)
 	}
-	f.ring = f.nodes[0].mw.State().Ring()
+	nodes := make([]ring.Node, len(f.members))
+	for i, m := range f.members {
+		nodes[i] = ring.Node{ID: m.ID, Weight: m.Weight}
+	}
+	var err error
+	f.ring, err = ring.New(nodes)
+	require.NoError(t, err)
 	return f
 }
 
@@ -360,10 +365,10 @@ func (n *node) app(origin string) http.Handler {
 	})
 }
 
-// index is n's index in Ring.Members, which sorts members by ID.
+// index is n's index on the ring, which numbers members by ID.
 func (f *fleet) index(n *node) int {
-	for i, m := range f.ring.Members() {
-		if m.ID == n.name {
+	for i := range f.ring.Len() {
+		if f.ring.Node(i).ID == n.name {
 			return i
 		}
 	}
@@ -371,7 +376,7 @@ func (f *fleet) index(n *node) int {
 }
 
 func (f *fleet) nodeAt(i int) *node {
-	id := f.ring.Members()[i].ID
+	id := f.ring.Node(i).ID
 	for _, n := range f.nodes {
 		if n.name == id {
 			return n
@@ -380,7 +385,7 @@ func (f *fleet) nodeAt(i int) *node {
 	panic("no node " + id)
 }
 
-func (f *fleet) owner(room string) *node { return f.nodeAt(f.ring.Owner(room)) }
+func (f *fleet) owner(room string) *node { return f.nodeAt(f.ring.Owner(ring.Hash(room))) }
 
 func (f *fleet) roomOwnedBy(n *node) string    { return f.room(func(o *node) bool { return o == n }) }
 func (f *fleet) roomNotOwnedBy(n *node) string { return f.room(func(o *node) bool { return o != n }) }

@@ -63,7 +63,7 @@ func TestNodeWSFollowsMiddlewareRedirect(t *testing.T) {
 	defer b.Close()
 	bURL := "ws" + strings.TrimPrefix(b.URL, "http")
 	mw, err := wsredirect.New(wsredirect.Options{
-		Rules: []wsredirect.Rule{wsredirect.Path("/rooms/*", bURL)},
+		Rules: []wsredirect.Rule{wsredirect.Path(bURL, "/rooms/*")},
 	})
 	require.NoError(t, err)
 	a := httptest.NewServer(mw.Handler(nodeEcho("A")))

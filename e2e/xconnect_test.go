@@ -35,10 +35,10 @@ func TestExtendedConnect(t *testing.T) {
 	}
 
 	mw := wsredirect.MustNew(wsredirect.Options{Rules: []wsredirect.Rule{
-		wsredirect.Path("/legacy/*", "wss://b.example.com").WithStatus(http.StatusFound),
+		wsredirect.Path("wss://b.example.com", "/legacy/*").WithStatus(http.StatusFound),
 	}})
 	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !wsredirect.IsExtendedConnect(r) {
+		if r.ProtoMajor != 2 || !wsredirect.IsUpgrade(r) {
 			http.Error(w, "not an extended CONNECT", http.StatusBadRequest)
 			return
 		}

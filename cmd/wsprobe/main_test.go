@@ -50,16 +50,16 @@ func TestProbe(t *testing.T) {
 	defer b.Close()
 
 	loop := httptest.NewUnstartedServer(nil)
-	loop.Config.Handler = wsredirect.Handler(wsredirect.Options{Rules: []wsredirect.Rule{
-		wsredirect.PathRewrite("/ping/*", "ws://"+loop.Listener.Addr().String(), "/pong"),
-		wsredirect.PathRewrite("/pong/*", "ws://"+loop.Listener.Addr().String(), "/ping"),
-	}})(http.NotFoundHandler())
+	loop.Config.Handler = wsredirect.MustNew(wsredirect.Options{Rules: []wsredirect.Rule{
+		wsredirect.PathRewrite("ws://"+loop.Listener.Addr().String(), "/ping/*", "/pong"),
+		wsredirect.PathRewrite("ws://"+loop.Listener.Addr().String(), "/pong/*", "/ping"),
+	}}).Handler(http.NotFoundHandler())
 	loop.Start()
 	defer loop.Close()
 
-	a := httptest.NewServer(wsredirect.Handler(wsredirect.Options{Rules: []wsredirect.Rule{
-		wsredirect.Path("/rooms/*", wsURL(b)),
-	}})(http.NotFoundHandler()))
+	a := httptest.NewServer(wsredirect.MustNew(wsredirect.Options{Rules: []wsredirect.Rule{
+		wsredirect.Path(wsURL(b), "/rooms/*"),
+	}}).Handler(http.NotFoundHandler()))
 	defer a.Close()
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -16,8 +16,11 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
 	"github.com/wsredirect/wsredirect"
 	"github.com/wsredirect/wsredirect/client"
+	"github.com/wsredirect/wsredirect/ring"
+	"github.com/wsredirect/wsredirect/wire"
 )
 
 // dialers bounds how many clients connect at once, as a crowd arriving
@@ -46,7 +49,7 @@ type move struct {
 // starts, and within a phase each probe is used by one goroutine.
 type checker struct {
 	f      *fleet
-	ring   *wsredirect.Ring
+	ring   *ring.Ring
 	dialer *client.Dialer
 	probes []*probe
 	rooms  int
@@ -62,7 +65,7 @@ type checker struct {
 func check(ctx context.Context, f *fleet, clients int, stdout, stderr io.Writer) error {
 	c := &checker{
 		f:      f,
-		ring:   f.front.mw.State().Ring(),
+		ring:   ringOf(f.front.mw.State().Members()),
 		dialer: &client.Dialer{Dialer: websocket.Dialer{HandshakeTimeout: 5 * time.Second}},
 		rooms:  max(1, clients/3),
 		prog:   newProgress(stderr),
@@ -95,15 +98,35 @@ func check(ctx context.Context, f *fleet, clients int, stdout, stderr io.Writer)
 // owner returns the ring owner of room with member skip gone (-1: none
 // gone): where the check expects a client to be.
 func (c *checker) owner(room string, skip int) string {
-	i := c.ring.Owner(room)
+	h := ring.Hash(room)
+	i := c.ring.Owner(h)
 	if skip >= 0 {
-		i = c.ring.OwnerWithout(room, skip)
+		i = c.ring.OwnerWithout(h, skip)
 	}
-	return c.ring.Members()[i].ID
+	return c.ring.Node(i).ID
 }
 
 func (c *checker) memberIndex(id string) int {
-	return slices.IndexFunc(c.ring.Members(), func(m wsredirect.Member) bool { return m.ID == id })
+	for i := range c.ring.Len() {
+		if c.ring.Node(i).ID == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// ringOf places members as the middleware does, so the check can say
+// where each client belongs without asking the middleware it checks.
+func ringOf(members []wsredirect.Member) *ring.Ring {
+	nodes := make([]ring.Node, len(members))
+	for i, m := range members {
+		nodes[i] = ring.Node{ID: m.ID, Weight: m.Weight}
+	}
+	r, err := ring.New(nodes)
+	if err != nil {
+		panic(err) // the middleware accepted these members
+	}
+	return r
 }
 
 func (c *checker) connect(ctx context.Context, clients int) error {
@@ -201,7 +224,7 @@ func (c *checker) moveAndFollow(ctx context.Context, phase, from string, want fu
 			if w := want(p); g.Node != w {
 				return fmt.Errorf("client %d (%s) moved from %s to %s; its owner is %s", p.n, p.room, m.from, g.Node, w)
 			}
-			if m.hops != 1 || hops[0].Close != wsredirect.CloseRedirect {
+			if m.hops != 1 || hops[0].Close != wire.CloseRedirect {
 				return fmt.Errorf("client %d (%s) took %d hops from %s to %s; want one close-code redirect", p.n, p.room, m.hops, m.from, g.Node)
 			}
 			return nil

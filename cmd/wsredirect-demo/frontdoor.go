@@ -134,10 +134,8 @@ type ringView struct {
 	Member  bool         `json:"member"` // whether this server is a member
 	Members []memberView `json:"members"`
 	Key     string       `json:"key,omitempty"`
-	// Owner serves new connections for Key now, drains applied; RingOwner
-	// is the key's owner on the ring, where it goes when nobody drains.
-	Owner     string `json:"owner,omitempty"`
-	RingOwner string `json:"ringOwner,omitempty"`
+	// Owner serves new connections for Key now, drains applied.
+	Owner string `json:"owner,omitempty"`
 }
 
 // ringHandler serves GET /debug/ring: the membership mw decides by, and
@@ -146,8 +144,11 @@ func ringHandler(mw *wsredirect.Middleware, self string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		st := mw.State()
 		now := time.Now()
-		v := ringView{Self: self, Member: st.SelfIndex() >= 0}
+		v := ringView{Self: self}
 		for _, m := range st.Members() {
+			if t, err := wsredirect.ParseTarget(m.URL); err == nil && t.Equal(st.Self()) {
+				v.Member = true
+			}
 			mv := memberView{ID: m.ID, URL: m.URL, Weight: m.Weight, Since: m.DrainingSince}
 			if !m.DrainingSince.IsZero() {
 				mv.Draining, mv.Fraction = true, m.DrainFraction(now)
@@ -160,9 +161,6 @@ func ringHandler(mw *wsredirect.Middleware, self string) http.Handler {
 		if key := r.URL.Query().Get("key"); key != "" {
 			v.Key = key
 			v.Owner = ownerNow(mw, key)
-			if i := st.Ring().Owner(key); i >= 0 {
-				v.RingOwner = st.Ring().Members()[i].ID
-			}
 		}
 		writeJSON(w, http.StatusOK, v)
 	})
@@ -171,9 +169,8 @@ func ringHandler(mw *wsredirect.Middleware, self string) http.Handler {
 // ownerNow returns the member a new connection to room would be served by,
 // drains applied, or "" when none can take it.
 func ownerNow(mw *wsredirect.Middleware, room string) string {
-	st := mw.State()
-	if i := st.Owner(room); i >= 0 {
-		return st.Members()[i].ID
+	if m, ok := mw.State().Owner(room); ok {
+		return m.ID
 	}
 	return ""
 }

@@ -1,4 +1,4 @@
-package wsredirect
+package ring
 
 import (
 	"fmt"
@@ -30,7 +30,7 @@ func BenchmarkRingOwner(b *testing.B) {
 			b.ReportAllocs()
 			i := 0
 			for b.Loop() {
-				_ = r.Owner(keys[i%len(keys)])
+				_ = r.Owner(Hash(keys[i%len(keys)]))
 				i++
 			}
 		})
@@ -48,7 +48,7 @@ func BenchmarkRingOwnerWithout(b *testing.B) {
 			b.ReportAllocs()
 			i := 0
 			for b.Loop() {
-				_ = r.OwnerWithout(keys[i%len(keys)], 1)
+				_ = r.OwnerWithout(Hash(keys[i%len(keys)]), 1)
 				i++
 			}
 		})
@@ -61,7 +61,7 @@ func BenchmarkHashKey(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		_ = hashKey(keys[i%len(keys)])
+		_ = Hash(keys[i%len(keys)])
 		i++
 	}
 }
@@ -88,7 +88,7 @@ func BenchmarkRingBuild(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/n=%d", w.name, n), func(b *testing.B) {
 				b.ReportAllocs()
 				for b.Loop() {
-					if _, err := NewRing(ms); err != nil {
+					if _, err := New(ms); err != nil {
 						b.Fatal(err)
 					}
 				}

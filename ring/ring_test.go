@@ -1,4 +1,4 @@
-package wsredirect
+package ring
 
 import (
 	"cmp"
@@ -31,17 +31,17 @@ var (
 )
 
 // fleet returns n members with equal weights, IDs "node-0" … "node-<n-1>".
-func testFleet(n int) []Member {
-	ms := make([]Member, n)
+func testFleet(n int) []Node {
+	ms := make([]Node, n)
 	for i := range ms {
-		ms[i] = Member{ID: fmt.Sprintf("node-%d", i), URL: fmt.Sprintf("wss://n%d.example.com", i)}
+		ms[i] = Node{ID: fmt.Sprintf("node-%d", i)}
 	}
 	return ms
 }
 
-func mustRing(t testing.TB, ms []Member) *Ring {
+func mustRing(t testing.TB, ms []Node) *Ring {
 	t.Helper()
-	r, err := NewRing(ms)
+	r, err := New(ms)
 	require.NoError(t, err)
 	return r
 }
@@ -49,7 +49,7 @@ func mustRing(t testing.TB, ms []Member) *Ring {
 // ring64 is shared because builds are the slow part of these tests under
 // -race.
 var ring64 = sync.OnceValue(func() *Ring {
-	r, err := NewRing(testFleet(64))
+	r, err := New(testFleet(64))
 	if err != nil {
 		panic(err)
 	}
@@ -60,7 +60,7 @@ var ring64 = sync.OnceValue(func() *Ring {
 func loads(r *Ring, keys []string) []int {
 	n := make([]int, r.Len())
 	for _, k := range keys {
-		n[r.Owner(k)]++
+		n[r.Owner(Hash(k))]++
 	}
 	return n
 }
@@ -68,16 +68,16 @@ func loads(r *Ring, keys []string) []int {
 func TestNewRingErrors(t *testing.T) {
 	tests := []struct {
 		name    string
-		members []Member
+		members []Node
 		want    string
 	}{
-		{"empty ID", []Member{{ID: "a"}, {ID: ""}}, "wsredirect: ring member 1 has an empty ID"},
-		{"duplicate ID", []Member{{ID: "a"}, {ID: "b"}, {ID: "a", Weight: 2}}, `wsredirect: duplicate ring member ID "a"`},
-		{"negative weight", []Member{{ID: "a", Weight: -1}}, `wsredirect: ring member "a" has negative weight -1`},
+		{"empty ID", []Node{{ID: "a"}, {ID: ""}}, "ring: node 1 has an empty ID"},
+		{"duplicate ID", []Node{{ID: "a"}, {ID: "b"}, {ID: "a", Weight: 2}}, `ring: duplicate node ID "a"`},
+		{"negative weight", []Node{{ID: "a", Weight: -1}}, `ring: node "a" has negative weight -1`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r, err := NewRing(tc.members)
+			r, err := New(tc.members)
 			assert.Nil(t, r)
 			assert.EqualError(t, err, tc.want)
 		})
@@ -88,27 +88,27 @@ func TestRingSmall(t *testing.T) {
 	t.Run("no members", func(t *testing.T) {
 		r := mustRing(t, nil)
 		assert.Equal(t, 0, r.Len())
-		assert.Empty(t, r.Members())
-		assert.Equal(t, -1, r.Owner("room-1"))
-		assert.Equal(t, -1, r.OwnerWithout("room-1", 0))
-		assert.Equal(t, -1, r.OwnerWithout("room-1", -1))
+		assert.Empty(t, r.nodes())
+		assert.Equal(t, -1, r.Owner(Hash("room-1")))
+		assert.Equal(t, -1, r.OwnerWithout(Hash("room-1"), 0))
+		assert.Equal(t, -1, r.OwnerWithout(Hash("room-1"), -1))
 	})
 	t.Run("one member", func(t *testing.T) {
-		r := mustRing(t, []Member{{ID: "a"}})
+		r := mustRing(t, []Node{{ID: "a"}})
 		for _, k := range testKeys(1000) {
-			require.Equal(t, 0, r.Owner(k))
-			require.Equal(t, -1, r.OwnerWithout(k, 0))
-			require.Equal(t, 0, r.OwnerWithout(k, 1))
+			require.Equal(t, 0, r.Owner(Hash(k)))
+			require.Equal(t, -1, r.OwnerWithout(Hash(k), 0))
+			require.Equal(t, 0, r.OwnerWithout(Hash(k), 1))
 		}
 	})
-	t.Run("members are canonical and copied", func(t *testing.T) {
-		r := mustRing(t, []Member{{ID: "c", URL: "u3"}, {ID: "a", URL: "u1", Weight: 3}, {ID: "b", URL: "u2"}})
-		want := []Member{{ID: "a", URL: "u1", Weight: 3}, {ID: "b", URL: "u2", Weight: 1}, {ID: "c", URL: "u3", Weight: 1}}
-		got := r.Members()
-		assert.Equal(t, want, got)
-		got[0].ID = "z"
-		assert.Equal(t, want, r.Members())
+	t.Run("nodes are numbered in ID order, weights canonical", func(t *testing.T) {
+		in := []Node{{ID: "c"}, {ID: "a", Weight: 3}, {ID: "b"}}
+		r := mustRing(t, in)
+		in[0].ID = "z"
+		want := []Node{{ID: "a", Weight: 3}, {ID: "b", Weight: 1}, {ID: "c", Weight: 1}}
+		assert.Equal(t, want, []Node{r.Node(0), r.Node(1), r.Node(2)})
 		assert.Equal(t, 3, r.Len())
+		assert.Panics(t, func() { r.Node(3) })
 	})
 }
 
@@ -120,8 +120,8 @@ func TestRingInsertionOrderIrrelevant(t *testing.T) {
 	rng.Shuffle(len(ms), func(i, j int) { ms[i], ms[j] = ms[j], ms[i] })
 	b := mustRing(t, ms)
 	for _, k := range keys100k() {
-		if a.Owner(k) != b.Owner(k) {
-			t.Fatalf("key %s: owner %d in one order, %d in another", k, a.Owner(k), b.Owner(k))
+		if a.Owner(Hash(k)) != b.Owner(Hash(k)) {
+			t.Fatalf("key %s: owner %d in one order, %d in another", k, a.Owner(Hash(k)), b.Owner(Hash(k)))
 		}
 	}
 }
@@ -151,7 +151,7 @@ func TestRingGolden(t *testing.T) {
 			r := mustRing(t, ms)
 			h := sha256.New()
 			for _, k := range keys100k() {
-				o, w := r.Owner(k), r.OwnerWithout(k, 4)
+				o, w := r.Owner(Hash(k)), r.OwnerWithout(Hash(k), 4)
 				h.Write([]byte{byte(o), byte(w)})
 			}
 			assert.Equal(t, tc.digest, hex.EncodeToString(h.Sum(nil)))
@@ -175,7 +175,7 @@ func TestHashKeyGolden(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(fmt.Sprintf("len=%d", len(tc.key)), func(t *testing.T) {
-			assert.Equal(t, tc.want, hashKey(tc.key), "%#x", hashKey(tc.key))
+			assert.Equal(t, tc.want, Hash(tc.key), "%#x", Hash(tc.key))
 		})
 	}
 }
@@ -204,7 +204,7 @@ func TestNegLog2(t *testing.T) {
 // referenceOwners computes a slot's owner and runner-up straight from the
 // definition in contest's doc comment, one rank per member, to check the
 // weight-class shortcut and the parallel build against it.
-func referenceOwners(ms []Member, slot int) (owner, runner int) {
+func referenceOwners(ms []Node, slot int) (owner, runner int) {
 	type entrant struct {
 		rank, u uint64
 		i       int
@@ -241,14 +241,14 @@ func TestRingMatchesReference(t *testing.T) {
 				ms[i].Weight = tc.weights(i)
 			}
 			r := mustRing(t, ms)
-			ms = r.Members()
+			ms = r.nodes()
 			rng := rand.New(rand.NewPCG(5, 6))
 			for range 500 {
 				slot := rng.IntN(ringSlots)
 				o, ru := referenceOwners(ms, slot)
 				h := uint64(slot) << slotShift
-				require.Equal(t, o, r.ownerOf(h), "slot %d", slot)
-				require.Equal(t, ru, r.ownerWithoutOf(h, o), "slot %d", slot)
+				require.Equal(t, o, r.Owner(h), "slot %d", slot)
+				require.Equal(t, ru, r.OwnerWithout(h, o), "slot %d", slot)
 			}
 		})
 	}
@@ -272,11 +272,11 @@ func TestRingWeights(t *testing.T) {
 			r := mustRing(t, ms)
 			got := loads(r, keys1M())
 			total := 0
-			for _, m := range r.Members() {
+			for _, m := range r.nodes() {
 				total += m.Weight
 			}
 			// Within ±2% of the weight share, relative to that share.
-			for i, m := range r.Members() {
+			for i, m := range r.nodes() {
 				want := float64(m.Weight) / float64(total)
 				share := float64(got[i]) / float64(len(keys1M()))
 				assert.InEpsilon(t, want, share, 0.02, "member %s weight %d", m.ID, m.Weight)
@@ -301,14 +301,14 @@ func TestRingRemoveMember(t *testing.T) {
 	keys := keys1M()
 	for _, i := range []int{0, 17, 63} {
 		t.Run(fmt.Sprintf("remove=%d", i), func(t *testing.T) {
-			ms := full.Members()
+			ms := full.nodes()
 			less := mustRing(t, slices.Delete(slices.Clone(ms), i, i+1))
 			// Indexes in less above i shift down by one.
 			toFull := func(j int) int { return j + btoi(j >= i) }
 			owned, moved := 0, 0
 			for _, k := range keys {
-				before, after := full.Owner(k), toFull(less.Owner(k))
-				if w := full.OwnerWithout(k, i); w != after {
+				before, after := full.Owner(Hash(k)), toFull(less.Owner(Hash(k)))
+				if w := full.OwnerWithout(Hash(k), i); w != after {
 					t.Fatalf("key %s: OwnerWithout %d, rebuilt ring says %d", k, w, after)
 				}
 				if before == i {
@@ -331,15 +331,15 @@ func TestRingRemoveMember(t *testing.T) {
 
 func TestRingAddMember(t *testing.T) {
 	full := ring64()
-	more := mustRing(t, append(full.Members(), Member{ID: "node-new"}))
-	oldMs, newMs := full.Members(), more.Members()
-	added := slices.IndexFunc(newMs, func(m Member) bool { return m.ID == "node-new" })
+	more := mustRing(t, append(full.nodes(), Node{ID: "node-new"}))
+	oldMs, newMs := full.nodes(), more.nodes()
+	added := slices.IndexFunc(newMs, func(m Node) bool { return m.ID == "node-new" })
 	keys := keys1M()
 	moved := 0
 	for _, k := range keys {
-		before, after := oldMs[full.Owner(k)].ID, more.Owner(k)
+		before, after := oldMs[full.Owner(Hash(k))].ID, more.Owner(Hash(k))
 		// The grown ring without its new member is the old ring.
-		if w := newMs[more.OwnerWithout(k, added)].ID; w != before {
+		if w := newMs[more.OwnerWithout(Hash(k), added)].ID; w != before {
 			t.Fatalf("key %s: OwnerWithout the new member gives %s, old ring %s", k, w, before)
 		}
 		if after == added {
@@ -354,17 +354,17 @@ func TestRingAddMember(t *testing.T) {
 }
 
 func TestRingOwnerWithoutSmall(t *testing.T) {
-	ms := []Member{{ID: "a", Weight: 1}, {ID: "b", Weight: 2}, {ID: "c"}, {ID: "d", Weight: 5}, {ID: "e", Weight: 2}}
+	ms := []Node{{ID: "a", Weight: 1}, {ID: "b", Weight: 2}, {ID: "c"}, {ID: "d", Weight: 5}, {ID: "e", Weight: 2}}
 	r := mustRing(t, ms)
 	keys := keys100k()
 	for i := range ms {
-		t.Run(r.Members()[i].ID, func(t *testing.T) {
-			rest := slices.Delete(r.Members(), i, i+1)
+		t.Run(r.nodes()[i].ID, func(t *testing.T) {
+			rest := slices.Delete(r.nodes(), i, i+1)
 			less := mustRing(t, rest)
 			for _, k := range keys {
-				want := less.Owner(k)
+				want := less.Owner(Hash(k))
 				want += btoi(want >= i)
-				if got := r.OwnerWithout(k, i); got != want {
+				if got := r.OwnerWithout(Hash(k), i); got != want {
 					t.Fatalf("key %s: OwnerWithout %d, rebuilt ring says %d", k, got, want)
 				}
 			}
@@ -372,8 +372,8 @@ func TestRingOwnerWithoutSmall(t *testing.T) {
 	}
 	t.Run("not a member", func(t *testing.T) {
 		for _, k := range keys[:1000] {
-			assert.Equal(t, r.Owner(k), r.OwnerWithout(k, -1))
-			assert.Equal(t, r.Owner(k), r.OwnerWithout(k, len(ms)))
+			assert.Equal(t, r.Owner(Hash(k)), r.OwnerWithout(Hash(k), -1))
+			assert.Equal(t, r.Owner(Hash(k)), r.OwnerWithout(Hash(k), len(ms)))
 		}
 	})
 }
@@ -386,7 +386,7 @@ func TestRingBuildIndependentOfWorkers(t *testing.T) {
 	// covered.
 	const lo, hi = ringSlots/2 - 3*buildChunk, ringSlots/2 + 3*buildChunk
 	own, run := make([]uint16, ringSlots), make([]uint16, ringSlots)
-	fillRange(newContest(r.Members()), own, run, lo, hi)
+	fillRange(newContest(r.nodes()), own, run, lo, hi)
 	assert.True(t, slices.Equal(own[lo:hi], r.own16[lo:hi]), "owners differ from a single-worker build")
 	assert.True(t, slices.Equal(run[lo:hi], r.run16[lo:hi]), "runner-ups differ from a single-worker build")
 }
@@ -396,11 +396,11 @@ func TestRingAllocs(t *testing.T) {
 	keys := testKeys(100)
 	i := 0
 	assert.Zero(t, testing.AllocsPerRun(1000, func() {
-		_ = r.Owner(keys[i%len(keys)])
+		_ = r.Owner(Hash(keys[i%len(keys)]))
 		i++
 	}))
 	assert.Zero(t, testing.AllocsPerRun(1000, func() {
-		_ = r.OwnerWithout(keys[i%len(keys)], 3)
+		_ = r.OwnerWithout(Hash(keys[i%len(keys)]), 3)
 		i++
 	}))
 }
@@ -411,3 +411,6 @@ func btoi(b bool) int {
 	}
 	return 0
 }
+
+// nodes returns the ring's nodes in index order.
+func (r *Ring) nodes() []Node { return slices.Clone(r.members) }

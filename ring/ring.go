@@ -1,4 +1,17 @@
-package wsredirect
+// Package ring places keys on the nodes of a fleet so that every process that
+// builds a ring from the same node set agrees on each key's owner without
+// talking to the others: weighted rendezvous hashing over a fixed table of
+// slots, computed in integers so every architecture agrees, with the
+// runner-up of every slot kept so a node's removal is answered without a
+// rebuild.
+//
+// The middleware in the parent package uses it for its Shard rule; use it
+// directly to route keys the same way from code of your own:
+//
+//	r, err := ring.New([]ring.Node{{ID: "a"}, {ID: "b", Weight: 2}})
+//	...
+//	owner := r.Node(r.Owner(ring.Hash("room-42"))).ID
+package ring
 
 import (
 	"cmp"
@@ -7,29 +20,19 @@ import (
 	"runtime"
 	"slices"
 	"sync"
-	"time"
 )
 
-// Member is one node of a fleet.
-type Member struct {
-	ID     string // stable identity hashed onto the ring; required, unique
-	URL    string // base URL clients are sent to (validated by the middleware, not by the ring; ring ignores it)
-	Weight int    // relative capacity; 0 means 1; negative is an error
-
-	// DrainingSince, when not zero, is when the member began draining: its
-	// keys go to the members that will own them once it is gone. Every node
-	// must be told, with the same time, or its peers send clients back to
-	// it. The ring ignores it: draining moves keys without reshuffling.
-	DrainingSince time.Time
-	// DrainRamp spreads a drain: the share of the member's keys handed off
-	// rises linearly from 0 at DrainingSince to 1 after DrainRamp, each key
-	// moving once. Zero hands off every key at once.
-	DrainRamp time.Duration
+// Node is one member of a ring.
+type Node struct {
+	// ID is the node's stable identity, hashed to place it: required and
+	// unique. Keep it across restarts and address changes, or its keys move.
+	ID string
+	// Weight is the node's relative capacity: its share of keys is
+	// Weight over the sum of weights. 0 means 1; negative is an error.
+	Weight int
 }
 
-// Ring maps keys (room or user ids) to members so that every node of a fleet
-// that builds a ring from the same member set agrees on each key's owner
-// without talking to the others.
+// Ring maps keys (room or user ids) to nodes.
 //
 // The key space is cut into a fixed number of slots (ringSlots) by the top
 // bits of the key's hash, and each slot belongs to the member that wins a
@@ -42,7 +45,7 @@ type Member struct {
 //
 // A Ring is immutable and safe for concurrent use.
 type Ring struct {
-	members []Member
+	members []Node
 
 	// One pair of tables is set, the narrowest that can hold a member
 	// index, so a small fleet's table stays in cache. The runner-up table
@@ -67,15 +70,14 @@ const (
 	slotShift = 64 - ringBits
 )
 
-// freeHashBits is a mask of the bits of hashKey's result that placement
-// never looks at (it uses only the top ringBits bits), so callers may derive
-// other per-key decisions from them, such as a drain ramp's threshold,
-// independently of which member owns the key.
+// freeHashBits is a mask of the bits of Hash's result that placement never
+// looks at (it uses only the top ringBits bits, fewer than 32), as Owner
+// promises.
 const freeHashBits = 1<<32 - 1
 
-// NewRing builds a ring for members. It returns an error if a member's ID is
-// empty or repeated or its weight is negative. An empty member list gives a
-// ring on which every lookup returns -1.
+// New builds a ring for nodes. It returns an error if a node's ID is empty
+// or repeated or its weight is negative. No nodes give a ring on which every
+// lookup returns -1.
 //
 // Building draws for every member in each of the ring's 2^20 slots, so it
 // costs time in proportion to len(members), spread over GOMAXPROCS: tens of
@@ -83,23 +85,23 @@ const freeHashBits = 1<<32 - 1
 // if every member has a different weight). It is meant to run when
 // membership changes, not per request. Weights are honoured as ratios;
 // beyond about 2^32 the rank's fixed-point precision starts to blur them.
-func NewRing(members []Member) (*Ring, error) {
-	ms := slices.Clone(members)
+func New(nodes []Node) (*Ring, error) {
+	ms := slices.Clone(nodes)
 	for i := range ms {
 		if ms[i].ID == "" {
-			return nil, fmt.Errorf("wsredirect: ring member %d has an empty ID", i)
+			return nil, fmt.Errorf("ring: node %d has an empty ID", i)
 		}
 		if ms[i].Weight < 0 {
-			return nil, fmt.Errorf("wsredirect: ring member %q has negative weight %d", ms[i].ID, ms[i].Weight)
+			return nil, fmt.Errorf("ring: node %q has negative weight %d", ms[i].ID, ms[i].Weight)
 		}
 		if ms[i].Weight == 0 {
 			ms[i].Weight = 1
 		}
 	}
-	slices.SortFunc(ms, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
+	slices.SortFunc(ms, func(a, b Node) int { return cmp.Compare(a.ID, b.ID) })
 	for i := 1; i < len(ms); i++ {
 		if ms[i].ID == ms[i-1].ID {
-			return nil, fmt.Errorf("wsredirect: duplicate ring member ID %q", ms[i].ID)
+			return nil, fmt.Errorf("ring: duplicate node ID %q", ms[i].ID)
 		}
 	}
 
@@ -119,29 +121,19 @@ func NewRing(members []Member) (*Ring, error) {
 	return r, nil
 }
 
-// Members returns the ring's members sorted by ID, with zero weights
-// replaced by 1; the indexes returned by [Ring.Owner] and accepted by
-// [Ring.OwnerWithout] refer to this order. The slice is a copy.
-func (r *Ring) Members() []Member { return slices.Clone(r.members) }
-
-// Len returns the number of members.
+// Len returns the number of nodes.
 func (r *Ring) Len() int { return len(r.members) }
 
-// Owner returns the index in [Ring.Members] of the member that owns key, or
-// -1 if the ring has no members.
-func (r *Ring) Owner(key string) int { return r.ownerOf(hashKey(key)) }
+// Node returns the node with index i: nodes are numbered 0 to Len()-1 in the
+// order of their IDs, with zero weights replaced by 1. It panics if i is
+// out of range.
+func (r *Ring) Node(i int) Node { return r.members[i] }
 
-// OwnerWithout returns the index of the member that would own key if member
-// i were removed: exactly what Owner would return on a ring built from the
-// other members, with indexes still referring to this ring. That lets a
-// draining node send clients to where they will land once it is gone. It
-// returns -1 if no member would be left, and Owner(key) if i is not a member
-// index.
-func (r *Ring) OwnerWithout(key string, i int) int { return r.ownerWithoutOf(hashKey(key), i) }
-
-// ownerOf is Owner for a key already hashed with hashKey, so a caller that
-// also needs the hash's free bits hashes once.
-func (r *Ring) ownerOf(h uint64) int {
+// Owner returns the index of the node that owns the key whose [Hash] is h,
+// or -1 if the ring has no nodes. It reads only the top 32 bits of h, so a
+// caller may derive other per-key decisions from the low 32 bits without
+// them depending on placement.
+func (r *Ring) Owner(h uint64) int {
 	slot := h >> slotShift
 	switch {
 	case r.own8 != nil:
@@ -154,11 +146,16 @@ func (r *Ring) ownerOf(h uint64) int {
 	return -1
 }
 
-// ownerWithoutOf is OwnerWithout for a key already hashed with hashKey.
-// Removing a member that does not own the slot cannot change who wins it,
-// so only the owner's removal needs the runner-up table.
-func (r *Ring) ownerWithoutOf(h uint64, i int) int {
-	o := r.ownerOf(h)
+// OwnerWithout returns the index of the node that would own the key whose
+// hash is h if node i were removed: exactly what Owner would return on a
+// ring built from the other nodes, with indexes still referring to this
+// ring. That lets a draining node send clients to where they will land once
+// it is gone, without a rebuild. It returns -1 if no node would be left, and
+// Owner(h) if i is not a node index.
+func (r *Ring) OwnerWithout(h uint64, i int) int {
+	// Removing a node that does not own the slot cannot change who wins
+	// it, so only the owner's removal needs the runner-up table.
+	o := r.Owner(h)
 	if o != i || o < 0 {
 		return o
 	}
@@ -182,7 +179,7 @@ const buildChunk = 1 << 14
 // fill computes the owner and runner-up of every slot, splitting the slots
 // among GOMAXPROCS workers; each slot is independent, so the result does not
 // depend on the split.
-func fill[T uint8 | uint16 | uint32](ms []Member, own, run []T) {
+func fill[T uint8 | uint16 | uint32](ms []Node, own, run []T) {
 	if len(ms) == 1 {
 		return // new tables are already all member 0; no runner-up exists
 	}
@@ -239,7 +236,7 @@ type weightClass struct {
 	recip uint64 // ⌊(2^64-1)/w⌋
 }
 
-func newContest(ms []Member) *contest {
+func newContest(ms []Node) *contest {
 	order := make([]int, len(ms))
 	for i := range order {
 		order[i] = i
@@ -341,7 +338,7 @@ func fillRange[T uint8 | uint16 | uint32](c *contest, own, run []T, lo, hi int) 
 
 // memberSeed spreads a member's ID over 64 bits for scoring. It is re-mixed
 // so member seeds are not the same numbers as key hashes.
-func memberSeed(id string) uint64 { return mix64(hashKey(id) ^ 0x2d358dccaa6c78a5) }
+func memberSeed(id string) uint64 { return mix64(Hash(id) ^ 0x2d358dccaa6c78a5) }
 
 // slotSalt gives each slot an unrelated-looking 64-bit salt, so that
 // neighbouring slots' contests are independent.
@@ -401,75 +398,4 @@ func negLog2(lt *[1025]uint64, u uint64) uint64 {
 	rem := (m >> 21) & (1<<32 - 1)
 	frac := lt[idx] + ((lt[idx+1]-lt[idx])*rem)>>32
 	return (lz+1)<<32 - frac
-}
-
-// wyhash's default secret (final version 4), whose construction hashKey
-// follows. Placement is part of the wire contract between nodes, so the
-// hash has a fixed seed and reads bytes little-endian on every
-// architecture; hash/maphash would differ per process.
-const (
-	wyp0 = 0xa0761d6478bd642f
-	wyp1 = 0xe7037ed1a0b428db
-	wyp2 = 0x8ebc6af09c88c6e3
-	wyp3 = 0x589965cc75374cc3
-)
-
-// wySeed is wyhash's seed 0 after its initial mix, precomputed.
-var wySeed = wymix(wyp0, wyp1)
-
-func wymix(a, b uint64) uint64 {
-	hi, lo := bits.Mul64(a, b)
-	return hi ^ lo
-}
-
-// HashKey is the fleet-wide 64-bit hash the ring places keys by, for code
-// that must agree with it (peer benchmarks, a router of your own). It is
-// fixed across processes, machines and versions: golden tests pin it.
-func HashKey(key string) uint64 { return hashKey(key) }
-
-// hashKey is the fleet-wide 64-bit hash of a key, built like wyhash final 4
-// with seed 0 (the family Go's runtime uses where AES is missing): about
-// 3 ns for a short key, with no allocation and no dependency.
-// Its top ringBits bits pick the slot; the bits in freeHashBits are free for
-// the caller.
-func hashKey(s string) uint64 {
-	seed := wySeed
-	n := len(s)
-	var a, b uint64
-	switch {
-	case n >= 4 && n <= 16:
-		q := (n >> 3) << 2
-		a = r4(s, 0)<<32 | r4(s, q)
-		b = r4(s, n-4)<<32 | r4(s, n-4-q)
-	case n > 0 && n < 4:
-		a = uint64(s[0])<<16 | uint64(s[n>>1])<<8 | uint64(s[n-1])
-	case n > 16:
-		p, i := 0, n
-		if i > 48 {
-			see1, see2 := seed, seed
-			for ; i > 48; p, i = p+48, i-48 {
-				seed = wymix(r8(s, p)^wyp1, r8(s, p+8)^seed)
-				see1 = wymix(r8(s, p+16)^wyp2, r8(s, p+24)^see1)
-				see2 = wymix(r8(s, p+32)^wyp3, r8(s, p+40)^see2)
-			}
-			seed ^= see1 ^ see2
-		}
-		for ; i > 16; p, i = p+16, i-16 {
-			seed = wymix(r8(s, p)^wyp1, r8(s, p+8)^seed)
-		}
-		a, b = r8(s, p+i-16), r8(s, p+i-8)
-	}
-	hi, lo := bits.Mul64(a^wyp1, b^seed)
-	return wymix(lo^wyp0^uint64(n), hi^wyp1)
-}
-
-func r4(s string, i int) uint64 {
-	s = s[i : i+4]
-	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24
-}
-
-func r8(s string, i int) uint64 {
-	s = s[i : i+8]
-	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
-		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
 }

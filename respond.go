@@ -1,0 +1,183 @@
+package wsredirect
+
+import (
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/wsredirect/wsredirect/wire"
+)
+
+// Mode says how a decision reaches the client.
+type Mode uint8
+
+const (
+	// ModeAuto answers requests that carry an Origin header, which every
+	// browser sends on a WebSocket handshake, as ModeClose, and others as
+	// ModeStatus. It is the default.
+	ModeAuto Mode = iota
+	// ModeStatus answers with an HTTP status: 307 and Location, or 503 and
+	// Retry-After. Browsers see only a failed connection (close code 1006).
+	ModeStatus
+	// ModeClose accepts the upgrade and closes the connection at once with
+	// close code 4307 and the target, or for a 503 with 4503 and the delay
+	// (other refusals stay statuses): the close code and reason are what
+	// script in a browser can read (package wire has the format). The
+	// accepting upgrade checks the Origin (Options.Origins). RFC 8441
+	// requests are always answered with a status.
+	ModeClose
+)
+
+// respond writes one of the four answers to a decided upgrade: a status
+// redirect or refusal, or their close-frame forms for browsers.
+func (s *State) respond(w http.ResponseWriter, r *http.Request, d Decision) {
+	switch {
+	case d.Action == Redirect && s.closeMode(r):
+		msg, reason := wire.EncodeRedirect(location(r, d, s.httpLocation))
+		s.closeWith(w, r, msg, wire.CloseRedirect, reason)
+	case d.Status == http.StatusServiceUnavailable && s.closeMode(r):
+		// Only "come back later" has a close code; any other refusal,
+		// such as a rule's bug, is a status the browser reports as 1006,
+		// so it does not invite a retry loop.
+		s.closeWith(w, r, "", wire.CloseRetry, wire.EncodeRetry(d.RetryAfter))
+	case d.Action == Redirect:
+		writeRedirect(w, r, d, s.httpLocation)
+	default:
+		writeRefuse(w, d)
+	}
+}
+
+// closeMode reports whether decisions for r go out as close frames.
+func (s *State) closeMode(r *http.Request) bool {
+	if r.ProtoMajor != 1 {
+		return false
+	}
+	switch s.mode {
+	case ModeClose:
+		return true
+	case ModeAuto:
+		_, ok := r.Header["Origin"]
+		return ok
+	}
+	return false
+}
+
+// Prebuilt header values, assigned without copying on every response.
+var (
+	noStore   = []string{"no-store"}
+	textPlain = []string{"text/plain; charset=utf-8"}
+)
+
+// location is where d sends the client of r.
+func location(r *http.Request, d Decision, httpScheme bool) string {
+	path := d.Path
+	if path == "" {
+		path = r.URL.EscapedPath()
+	}
+	return d.Target.location(httpScheme, path, r.URL.RawQuery)
+}
+
+// redirectStatus keeps the method of an RFC 8441 CONNECT: 301 and 302 let
+// clients retry as GET.
+func redirectStatus(configured int, method string) int {
+	switch {
+	case configured == 0:
+		return http.StatusTemporaryRedirect
+	case method == http.MethodConnect && configured == http.StatusFound:
+		return http.StatusTemporaryRedirect
+	case method == http.MethodConnect && configured == http.StatusMovedPermanently:
+		return http.StatusPermanentRedirect
+	}
+	return configured
+}
+
+// writeRedirect sends the status redirect. 301 and 308 are heuristically
+// cacheable, so every redirect says no-store: a moved room must not stick.
+func writeRedirect(w http.ResponseWriter, r *http.Request, d Decision, httpScheme bool) {
+	h := w.Header()
+	h["Location"] = []string{location(r, d, httpScheme)}
+	h["Cache-Control"] = noStore
+	h["Content-Type"] = textPlain
+	w.WriteHeader(d.Status)
+	io.WriteString(w, strconv.Itoa(d.Status)+" "+http.StatusText(d.Status)+": this WebSocket endpoint is served elsewhere (see Location)\n")
+}
+
+// writeRefuse sends the status refusal, with Retry-After when d has one.
+func writeRefuse(w http.ResponseWriter, d Decision) {
+	h := w.Header()
+	if d.RetryAfter > 0 {
+		h["Retry-After"] = []string{strconv.FormatInt(wire.RetrySeconds(d.RetryAfter), 10)}
+	}
+	h["Cache-Control"] = noStore
+	h["Content-Type"] = textPlain
+	w.WriteHeader(d.Status)
+	io.WriteString(w, strconv.Itoa(d.Status)+" "+http.StatusText(d.Status)+": this node cannot take WebSocket connections now\n")
+}
+
+// closeWait bounds how long a close-mode connection waits for the client
+// to answer the close frame before the TCP connection is closed.
+const closeWait = 2 * time.Second
+
+// closeWith accepts the upgrade and closes it with code and reason, after
+// message when there is one. An Origin that is not allowed gets a 403 from
+// the upgrader, as the app's own upgrader would answer it.
+func (s *State) closeWith(w http.ResponseWriter, r *http.Request, message string, code int, reason string) {
+	up := websocket.Upgrader{CheckOrigin: s.originAllowed, Subprotocols: []string{wire.Subprotocol}}
+	c, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	deadline := time.Now().Add(closeWait)
+	c.SetWriteDeadline(deadline)
+	if message != "" {
+		if c.WriteMessage(websocket.TextMessage, []byte(message)) != nil {
+			return
+		}
+	}
+	if c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), deadline) != nil {
+		return
+	}
+	// Wait for the client's close frame so the close is clean and the
+	// reason is not lost to a reset; anything else it sends is dropped.
+	c.SetReadDeadline(deadline)
+	for {
+		if _, _, err := c.NextReader(); err != nil {
+			return
+		}
+	}
+}
+
+// originAllowed is the accepting upgrade's origin check: the request's host
+// (same origin) when no Origins are configured, else the configured list. A
+// request without Origin is not from a browser and is allowed, as
+// gorilla/websocket does.
+func (s *State) originAllowed(r *http.Request) bool {
+	o := r.Header["Origin"]
+	if len(o) == 0 {
+		return true
+	}
+	u, err := url.Parse(o[0])
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if len(s.origins) == 0 {
+		return strings.EqualFold(u.Host, s.Host(r))
+	}
+	port := u.Port()
+	if port == "" {
+		port = defaultPort(strings.ToLower(u.Scheme))
+	}
+	for i := range s.origins {
+		o := &s.origins[i]
+		if strings.EqualFold(u.Scheme, o.scheme) && port == o.port && o.host.match(u.Host) {
+			return true
+		}
+	}
+	return false
+}
