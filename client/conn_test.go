@@ -236,13 +236,11 @@ func TestConnCloseRetry(t *testing.T) {
 		c.ReadMessage()
 	})
 	var slept []time.Duration
-	d := client.Dialer{
-		Jitter: func(time.Duration) time.Duration { return 3 * time.Millisecond },
-		Sleep: func(ctx context.Context, d time.Duration) error {
-			slept = append(slept, d)
-			return nil
-		},
-	}
+	d := client.Dialer{Jitter: func(time.Duration) time.Duration { return 3 * time.Millisecond }}
+	client.SetSleep(&d, func(ctx context.Context, d time.Duration) error {
+		slept = append(slept, d)
+		return nil
+	})
 	c, _, err := d.Connect(context.Background(), wsURL(a, "/"), http.Header{"Authorization": {"Bearer x"}})
 	require.NoError(t, err)
 	defer c.Close()

@@ -96,9 +96,9 @@ type Dialer struct {
 	// in [0, 1s + delay/10).
 	Jitter func(delay time.Duration) time.Duration
 
-	// Sleep waits for d, or until ctx is done and then returns ctx.Err().
-	// Default: a timer. Tests inject one to not wait.
-	Sleep func(ctx context.Context, d time.Duration) error
+	// sleep waits for d, or until ctx is done and then returns ctx.Err():
+	// a timer, unless a test injects one (export_test.go).
+	sleep func(ctx context.Context, d time.Duration) error
 }
 
 // Dial is [Dialer.DialContext] with context.Background. It hides gorilla's
@@ -352,8 +352,8 @@ func (c *chain) wait(ctx context.Context, after time.Duration) error {
 		jitter = c.d.Jitter
 	}
 	sleep := defaultSleep
-	if c.d.Sleep != nil {
-		sleep = c.d.Sleep
+	if c.d.sleep != nil {
+		sleep = c.d.sleep
 	}
 	return sleep(ctx, after+jitter(after))
 }

@@ -370,11 +370,11 @@ func TestDialRetryAfter(t *testing.T) {
 				MaxRetries:    tc.maxRetries,
 				MaxRetryDelay: tc.maxDelay,
 				Jitter:        func(time.Duration) time.Duration { return 7 * time.Millisecond },
-				Sleep: func(ctx context.Context, d time.Duration) error {
-					slept = append(slept, d)
-					return ctx.Err()
-				},
 			}
+			client.SetSleep(&d, func(ctx context.Context, d time.Duration) error {
+				slept = append(slept, d)
+				return ctx.Err()
+			})
 			c, _, hops, err := d.DialTrace(context.Background(), wsURL(n.Server, "/"), nil)
 			if tc.wantErr != nil {
 				require.ErrorIs(t, err, tc.wantErr)

@@ -47,10 +47,11 @@ func TestDialThroughMiddleware(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var slept time.Duration
-			d := client.Dialer{Sleep: func(ctx context.Context, d time.Duration) error {
+			var d client.Dialer
+			client.SetSleep(&d, func(ctx context.Context, d time.Duration) error {
 				slept += d
 				return nil
-			}}
+			})
 			c, resp, hops, err := d.DialTrace(context.Background(), wsURL(a.Server, tc.path), tc.header)
 			require.NoError(t, err)
 			defer c.Close()
