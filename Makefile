@@ -1,6 +1,8 @@
 # The README's test command: every test of every module, with the race
-# detector. Node test clients are installed first when npm is present;
-# tests whose tools are missing skip and say how to get them.
+# detector, and the JavaScript helper's test against the Go side's close-frame
+# vectors. Node test clients are installed first when npm is present; tests
+# whose tools are missing skip and say how to get them (with
+# WSREDIRECT_REQUIRE_TOOLS set, as in CI, they fail instead).
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 
@@ -13,10 +15,18 @@ test:
 		echo "== $$m: go vet"; (cd $$m && go vet ./...); \
 		echo "== $$m: go test -race"; (cd $$m && go test -race -count=1 ./...); \
 	done
+	@# js/wsredirect.js's parsers against wire/testdata/vectors.json.
+	@if command -v node >/dev/null 2>&1; then \
+		echo "== js: node --test"; node --test --test-reporter=spec js/*.test.mjs; \
+	else \
+		echo "== js: SKIP: the JavaScript helper's test needs Node.js 20+: apt-get install nodejs (or https://nodejs.org)"; \
+		if [ -n "$$WSREDIRECT_REQUIRE_TOOLS" ]; then exit 1; fi; \
+	fi
 	@echo "== e2e: go vet"; cd e2e && go vet ./...
-	@# Each end-to-end test is listed, so a log shows the browsers really ran.
+	@# Each end-to-end test is listed, so a log shows the browsers really ran,
+	@# with what a skipped or failed test logged (why) under it.
 	@echo "== e2e: go test -race (Chromium, Node ws, RFC 8441)"; \
-		cd e2e && go test -race -count=1 -v ./... | grep -E '^ *--- (PASS|FAIL|SKIP)|^(ok|FAIL|panic)' 
+		cd e2e && go test -race -count=1 -v ./... | awk -f results.awk
 
 # The README's benchmark tables.
 bench:
@@ -24,8 +34,12 @@ bench:
 	cd bench && go test -run '^$$' -bench . -benchmem -count 1 .
 
 # Longer fuzzing than the seed corpus make test runs: FUZZTIME per target.
+# The targets are found with go test -list, so a fuzz test that moves to
+# another package (FuzzCloseCodec became wire's FuzzCodec) is not skipped.
 FUZZTIME ?= 30s
 fuzz:
-	@for f in FuzzListHasToken FuzzCloseCodec FuzzQueryValue FuzzPatterns; do \
-		echo "== $$f ($(FUZZTIME))"; go test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) . ; \
-	done
+	@go test -list '^Fuzz' ./... | \
+		awk '/^Fuzz/ { f[++n] = $$1; next } /^ok/ { for (i = 1; i <= n; i++) print $$2, f[i]; n = 0 }' | \
+		while read -r pkg f; do \
+			echo "== $$pkg $$f ($(FUZZTIME))"; go test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg </dev/null; \
+		done

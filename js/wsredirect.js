@@ -3,7 +3,9 @@
 // Browsers never follow a 3xx on a WebSocket handshake (the fetch behind it
 // uses redirect mode "error"), so a wsredirect server accepts the upgrade and
 // closes it at once with code 4307 and the target in the reason; script can
-// read that. The wire format is defined in the Go package (closecode.go):
+// read that. The wire format, defined in the Go package wire (wire/wire.go)
+// and pinned for Go and for this file's test (wsredirect.test.mjs) alike by
+// wire/testdata/vectors.json, is:
 //
 //	4307 "wsr1 <url>"    go to url
 //	4307 "wsr1 +"        go to the url in the "wsr1 <url>" text message just before
@@ -24,29 +26,55 @@ const V1 = "wsr1 ";
 const SEE_MESSAGE = V1 + "+";
 const SAME_PATH = V1 + "=";
 const RETRY = V1 + "retry=";
+const MAX_RETRY = 86400; // wire.MaxRetry, a day: a reason asking for more is refused
 const TYPES = ["open", "message", "close", "error", "redirect"];
 
 // parseRedirect mirrors Go's ParseRedirect: the target as sent (still to be
-// resolved and vetted), or null when the reason is not version 1.
+// resolved and vetted), or null when the reason is not version 1 or the
+// target is missing. A move ("wsr1 =<base>") keeps the path and query of
+// current, which must be an absolute URL with a host ("scheme://host...").
 export function parseRedirect(reason, lastMessage, current) {
   let target = null;
   if (reason === SEE_MESSAGE) {
-    if (typeof lastMessage === "string" && lastMessage.startsWith(V1)) target = lastMessage.slice(V1.length);
+    if (isRedirectMessage(lastMessage)) target = lastMessage.slice(V1.length);
   } else if (reason.startsWith(SAME_PATH)) {
     const base = reason.slice(SAME_PATH.length).replace(/\/$/, "");
-    const u = new URL(current);
-    if (base) target = base + u.pathname + u.search;
+    const u = hostURL(current);
+    if (base && u) target = base + (u.pathname || "/") + u.search;
   } else if (reason.startsWith(V1)) {
     target = reason.slice(V1.length);
   }
   return target || null;
 }
 
-// parseRetry returns the delay in seconds of a 4503 reason, or null.
+// hostURL parses the URL whose path and query a move keeps, refusing what
+// Go's ParseRedirect refuses: null unless it is absolute and names a host
+// after "//" (WHATWG would read "ws:/x" as ws://x/; "file:///x" has none).
+function hostURL(url) {
+  if (typeof url !== "string" || !/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) return null;
+  try {
+    const u = new URL(url);
+    return u.host ? u : null;
+  } catch {
+    return null;
+  }
+}
+
+// isRedirectMessage mirrors Go's IsRedirectMessage: whether a text message
+// may be the target of a "wsr1 +" close that follows, and so is kept from
+// the app until the next frame says which it is.
+export function isRedirectMessage(message) {
+  return typeof message === "string" && message.startsWith(V1);
+}
+
+// parseRetry mirrors Go's ParseRetry: the delay in whole seconds of a 4503
+// reason (at most six digits, at most a day), or null.
 export function parseRetry(reason) {
   if (!reason.startsWith(RETRY)) return null;
   const s = reason.slice(RETRY.length);
-  return /^\d{1,5}$/.test(s) ? Number(s) : null;
+  if (!/^\d{1,6}$/.test(s)) return null;
+  const secs = Number(s);
+  return secs <= MAX_RETRY ? secs : null;
 }
 
 // wsURL resolves url against base and maps http(s) to ws(s), as browsers do
@@ -195,7 +223,7 @@ export class RedirectingWebSocket extends EventTarget {
     };
     ws.onmessage = (e) => {
       flush();
-      if (typeof e.data === "string" && e.data.startsWith(V1)) held = e.data;
+      if (isRedirectMessage(e.data)) held = e.data;
       else if (!stub) { reveal(); this._emit("message", { data: e.data, origin: e.origin, lastEventId: e.lastEventId }); }
     };
     ws.onerror = () => { errored = true; };
