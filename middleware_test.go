@@ -408,3 +408,23 @@ func TestRedirectToSelf(t *testing.T) {
 		})
 	}
 }
+
+// TestRedirectAllocs pins the redirect's allocations: the Location and its
+// header slice, plus the rewritten path for a rewrite (regression: a body
+// built per request added two).
+func TestRedirectAllocs(t *testing.T) {
+	for _, tc := range []struct {
+		rule Rule
+		max  float64
+	}{
+		{Path("wss://b.example.net", "/rooms/*"), 2},
+		{PathRewrite("wss://b.example.net", "/rooms/*", "/v2/rooms"), 3},
+	} {
+		h := MustNew(Options{Rules: []Rule{tc.rule}}).Handler(nop)
+		r := upgradeTo("http://chat.example.com/rooms/42?token=abc")
+		w := &discardWriter{h: http.Header{}}
+		got := testing.AllocsPerRun(100, func() { w.reset(); h.ServeHTTP(w, r) })
+		assert.LessOrEqual(t, got, tc.max, "%s", tc.rule.Name())
+		assert.Equal(t, http.StatusTemporaryRedirect, w.code)
+	}
+}

@@ -104,7 +104,21 @@ func writeRedirect(w http.ResponseWriter, r *http.Request, d Decision, httpSchem
 	h["Cache-Control"] = noStore
 	h["Content-Type"] = textPlain
 	w.WriteHeader(d.Status)
-	io.WriteString(w, strconv.Itoa(d.Status)+" "+http.StatusText(d.Status)+": this WebSocket endpoint is served elsewhere (see Location)\n")
+	io.WriteString(w, redirectBody(d.Status))
+}
+
+// redirectBody is a constant per status, so a redirect allocates nothing
+// for its body.
+func redirectBody(status int) string {
+	switch status {
+	case http.StatusMovedPermanently:
+		return "301 Moved Permanently: this WebSocket endpoint is served elsewhere (see Location)\n"
+	case http.StatusFound:
+		return "302 Found: this WebSocket endpoint is served elsewhere (see Location)\n"
+	case http.StatusPermanentRedirect:
+		return "308 Permanent Redirect: this WebSocket endpoint is served elsewhere (see Location)\n"
+	}
+	return "307 Temporary Redirect: this WebSocket endpoint is served elsewhere (see Location)\n"
 }
 
 // writeRefuse sends the status refusal, with Retry-After when d has one.
