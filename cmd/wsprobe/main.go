@@ -3,19 +3,53 @@
 //
 // Usage:
 //
-//	wsprobe [flags] ws://host/path
+//	wsprobe [flags] ws://host/path [flags]
+//
+// Flags may come before or after the URL; "--" ends them.
 //
 // For each hop it prints the URL dialled, the response status with the time
-// it took and the Location; then the final response's headers, and with
-// -send and -read the messages exchanged. Redirects are followed by package
-// github.com/wsredirect/wsredirect/client, with its rules: a hop cap, loop
-// detection, no wss→ws downgrade unless -allow-downgrade, credentials
-// dropped once the origin changes, 503 Retry-After honoured.
+// it took and where the hop pointed next; then the response headers, and
+// with -send and -read the messages exchanged. Redirects are followed by
+// package github.com/wsredirect/wsredirect/client, with its rules: a hop
+// cap, loop detection, no wss→ws downgrade unless -allow-downgrade,
+// credentials dropped once the origin changes, 503 Retry-After honoured.
+//
+// Close-code redirects are followed too. A wsredirect server that answers a
+// browser (a request with an Origin header) accepts the upgrade only to
+// close it at once with code 4307 and the target, or 4503 and a delay after
+// which to dial again. wsprobe prints such a hop as
+//
+//	< 101 Switching Protocols (1.2ms)
+//	< close 4307 → ws://b.example/rooms/7
+//
+// and goes on to the target, until it reaches the application's connection.
+// To tell the two apart, wsprobe offers the subprotocol wsredirect.v1 after
+// those of -subprotocol (-marker=false offers only those): a wsredirect
+// server answering with a close frame selects it, so the handshake tells at
+// once whether the connection is a redirect. When the handshake cannot tell
+// (the marker was not offered, or the connection was reached through a
+// close-code redirect, whose handshake response the client does not expose)
+// a connection is the application's once it delivers a message or stays
+// open for -settle without being closed. For the same reason, after a
+// close-code redirect the headers printed are those of the hop the dial
+// opened, "response headers of hop N", not the final connection's. A
+// connection the application closes at once is reported ("closed by the
+// server") but was reached: exit status 0 unless -send or -read was asked.
+//
+// Text from the server (Locations, headers, messages, close reasons,
+// errors) is printed with control characters escaped, ESC as \x1b and CR
+// as \r, so a server cannot drive the terminal; printable UTF-8 is kept.
 //
 // Flags:
 //
 //	-H "Key: Value"    request header, repeatable
-//	-max-hops N        redirects to follow (default 10)
+//	-subprotocol P     subprotocol to offer, repeatable (also taken from
+//	                   -H "Sec-WebSocket-Protocol: a, b")
+//	-marker            also offer wsredirect.v1 (default true)
+//	-settle D          how long a connection the handshake did not vouch for
+//	                   must stay open to count as the application's
+//	                   (default 200ms, bounded by -timeout)
+//	-max-hops N        redirects to follow, HTTP and close-code (default 10)
 //	-k                 accept any TLS certificate
 //	-allow-downgrade   follow redirects from wss to ws
 //	-timeout D         bound for the whole chain and the exchange (default 10s)
@@ -28,7 +62,8 @@
 //	1  connected, but sending or reading messages failed
 //	2  bad usage
 //	3  the redirect chain failed: hop cap, loop, downgrade refused, a
-//	   Location that cannot be followed, or a final status other than 101
+//	   Location or close-code redirect that cannot be followed, or a final
+//	   status other than 101
 //	4  network error: connection refused, TLS failure, timeout
 package main
 
@@ -43,11 +78,13 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/wsredirect/wsredirect/client"
+	"github.com/wsredirect/wsredirect/wire"
 )
 
 // Exit codes; see the package doc.
@@ -77,44 +114,74 @@ func (h headerFlag) Set(v string) error {
 	return nil
 }
 
+// listFlag collects a repeated flag.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ", ") }
+
+func (l *listFlag) Set(v string) error {
+	if v = strings.TrimSpace(v); v == "" {
+		return errors.New("empty")
+	}
+	*l = append(*l, v)
+	return nil
+}
+
+const usageHead = `usage: wsprobe [flags] ws://host/path [flags]
+
+Dials a WebSocket URL, follows redirects (HTTP 3xx, and close codes 4307 and
+4503 of wsredirect) and prints each hop (URL, status, elapsed time, where it
+pointed next) and the response headers. Text from the server is printed
+with control characters escaped.
+
+Flags:
+`
+
+const usageTail = `
+Exit status:
+  0  connected (and the exchange, if any, completed)
+  1  connected, but sending or reading messages failed
+  2  bad usage
+  3  the redirect chain failed: hop cap, loop, downgrade refused, a Location
+     or close-code redirect that cannot be followed, or a final status other
+     than 101
+  4  network error: connection refused, TLS failure, timeout
+`
+
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("wsprobe", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	header := headerFlag{}
 	fs.Var(header, "H", "request `header` \"Key: Value\", repeatable")
-	maxHops := fs.Int("max-hops", client.DefaultMaxHops, "redirects to follow")
+	var protocols listFlag
+	fs.Var(&protocols, "subprotocol", "`subprotocol` to offer, repeatable")
+	marker := fs.Bool("marker", true, "also offer subprotocol "+wire.Subprotocol+", which a server answering with a close-code redirect selects")
+	settleFor := fs.Duration("settle", 200*time.Millisecond, "how long a connection its handshake did not vouch for must stay open to count as the application's (bounded by -timeout)")
+	maxHops := fs.Int("max-hops", client.DefaultMaxHops, "redirects to follow, HTTP and close-code")
 	insecure := fs.Bool("k", false, "accept any TLS certificate")
 	allowDowngrade := fs.Bool("allow-downgrade", false, "follow redirects from wss to ws")
 	timeout := fs.Duration("timeout", 10*time.Second, "bound for the whole chain and the exchange")
 	send := fs.String("send", "", "send `MSG` as a text message once connected")
 	read := fs.Int("read", 0, "`N` messages to read and print (default 1 with -send)")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, `usage: wsprobe [flags] ws://host/path
-
-Dials a WebSocket URL, follows redirects and prints each hop (URL, status,
-elapsed time, Location) and the final response's headers.
-
-Flags:
-`)
+		fmt.Fprint(stderr, usageHead)
 		fs.PrintDefaults()
-		fmt.Fprint(stderr, `
-Exit status:
-  0  connected (and the exchange, if any, completed)
-  1  connected, but sending or reading messages failed
-  2  bad usage
-  3  the redirect chain failed: hop cap, loop, downgrade refused, a Location
-     that cannot be followed, or a final status other than 101
-  4  network error: connection refused, TLS failure, timeout
-`)
+		fmt.Fprint(stderr, usageTail)
 	}
-	if err := fs.Parse(args); err != nil {
+	positional, err := parseInterspersed(fs, args)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
 		return exitUsage
 	}
-	if fs.NArg() != 1 {
+	switch {
+	case len(positional) == 0:
 		fs.Usage()
+		return exitUsage
+	case len(positional) > 1:
+		fmt.Fprintf(stderr, "wsprobe: want one URL, got %d arguments: %s (wsprobe -h for usage)\n",
+			len(positional), strings.Join(positional, " "))
 		return exitUsage
 	}
 	if *send != "" && !isSet(fs, "read") {
@@ -124,56 +191,162 @@ Exit status:
 		*maxHops = -1 // the flag means what it says; the Dialer's 0 means default
 	}
 
-	d := client.Dialer{Dialer: *websocket.DefaultDialer, MaxHops: *maxHops, AllowDowngrade: *allowDowngrade}
+	f := newFollower()
+	d := client.Dialer{Dialer: *websocket.DefaultDialer, MaxHops: *maxHops, AllowDowngrade: *allowDowngrade, Jitter: f.jitter}
+	d.Subprotocols = subprotocols(http.Header(header), protocols, *marker)
+	offered := slices.Contains(d.Subprotocols, wire.Subprotocol)
 	if *insecure {
 		d.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 
-	c, resp, hops, err := d.DialTrace(ctx, fs.Arg(0), http.Header(header))
-	var cerr *client.Error
-	if errors.As(err, &cerr) {
-		hops = cerr.Hops
-	}
-	for i, h := range hops {
-		printHop(stdout, i+1, h)
-	}
-	if resp != nil {
-		printHeader(stdout, resp.Header)
-	}
+	c, resp, err := d.Connect(ctx, positional[0], http.Header(header))
 	if err != nil {
-		fmt.Fprintln(stderr, "wsprobe:", err)
+		var cerr *client.Error
+		if errors.As(err, &cerr) {
+			printHops(stdout, cerr.Hops)
+		}
+		if resp != nil {
+			printHeader(stdout, "* final response headers:", resp.Header)
+		}
+		fmt.Fprintln(stderr, "wsprobe:", clean(err.Error()))
 		return exitCode(err)
 	}
-	defer c.Close()
-	fmt.Fprintf(stdout, "* connected to %s after %d redirect(s)\n", hops[len(hops)-1].URL, len(hops)-1)
+	// The hop whose response Connect returned: the last one whose headers
+	// are in view.
+	respHop := len(c.Hops())
+	f.start(ctx, c)
+	defer func() {
+		cancel()
+		c.Close()
+		f.stop()
+	}()
 
+	v := f.settle(offered, resp.Header.Get("Sec-Websocket-Protocol") == wire.Subprotocol, *settleFor)
+	printHops(stdout, v.hops)
+	if len(v.hops) == respHop {
+		printHeader(stdout, "* final response headers:", resp.Header)
+	} else {
+		printHeader(stdout, fmt.Sprintf("* response headers of hop %d:", respHop), resp.Header)
+	}
+	if v.err != nil {
+		if code, ok := chainFailure(stdout, stderr, v); ok {
+			return code
+		}
+	}
+	last := v.hops[len(v.hops)-1]
+	fmt.Fprintf(stdout, "* connected to %s after %d redirect(s)\n", clean(last.URL), len(v.hops)-1)
+	if v.err != nil && *send == "" && *read == 0 {
+		// Connected, which is all that was asked: a close is news, not a
+		// failure, and a timeout only ended the wait for one.
+		if !errors.Is(v.err, context.DeadlineExceeded) {
+			fmt.Fprintln(stdout, "* closed by the server:", clean(v.err.Error()))
+		}
+		return exitOK
+	}
+
+	got := 0
+	if v.first != nil && *read > 0 {
+		printMessage(stdout, *v.first)
+		got++
+	}
 	if *send != "" {
+		if v.err != nil {
+			fmt.Fprintln(stderr, "wsprobe: send:", clean(v.err.Error()))
+			return exitExchange
+		}
 		if err := c.WriteMessage(websocket.TextMessage, []byte(*send)); err != nil {
-			fmt.Fprintln(stderr, "wsprobe: send:", err)
+			fmt.Fprintln(stderr, "wsprobe: send:", clean(err.Error()))
 			return exitExchange
 		}
-		fmt.Fprintf(stdout, "> %s\n", *send)
+		fmt.Fprintf(stdout, "> %s\n", clean(*send))
 	}
-	if *read > 0 {
-		if dl, ok := ctx.Deadline(); ok {
-			c.SetReadDeadline(dl)
+	for ; got < *read; got++ {
+		e := f.next()
+		if e.err != nil {
+			fmt.Fprintln(stderr, "wsprobe: read:", clean(e.err.Error()))
+			return readExitCode(e.err)
 		}
-	}
-	for range *read {
-		mt, p, err := c.ReadMessage()
-		if err != nil {
-			fmt.Fprintln(stderr, "wsprobe: read:", err)
-			return exitExchange
-		}
-		if mt == websocket.BinaryMessage {
-			fmt.Fprintf(stdout, "< [%d bytes binary] %x\n", len(p), p)
-			continue
-		}
-		fmt.Fprintf(stdout, "< %s\n", p)
+		printMessage(stdout, e)
 	}
 	return exitOK
+}
+
+// parseInterspersed parses flags wherever they are among the arguments,
+// as a user who adds -send after the URL expects, and returns the others.
+// "--" ends the flags.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return positional, nil
+		}
+		// Parse stops at the first argument that is not a flag, or after
+		// a "--", which leaves the rest as they are.
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
+			return append(positional, rest...), nil
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+}
+
+// subprotocols returns what to offer: the -subprotocol flags, those of a
+// Sec-WebSocket-Protocol header (which gorilla refuses beside its
+// Subprotocols, so it moves there), then the marker.
+func subprotocols(h http.Header, flags []string, marker bool) []string {
+	protos := slices.Clone(flags)
+	for _, v := range h.Values("Sec-Websocket-Protocol") {
+		for p := range strings.SplitSeq(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				protos = append(protos, p)
+			}
+		}
+	}
+	h.Del("Sec-Websocket-Protocol")
+	if marker && !slices.Contains(protos, wire.Subprotocol) {
+		protos = append(protos, wire.Subprotocol)
+	}
+	return protos
+}
+
+// chainFailure reports an error that ended the Conn before it reached the
+// application's connection, and says whether it broke the chain: a move
+// that failed, a close-code redirect that cannot be read, or a connection
+// that announced a redirect and closed or timed out without one. Any other
+// close came from the application, which the probe did reach.
+func chainFailure(stdout, stderr io.Writer, v verdict) (int, bool) {
+	var cerr *client.Error
+	if errors.As(v.err, &cerr) {
+		fmt.Fprintln(stderr, "wsprobe:", clean(v.err.Error()))
+		return exitCode(v.err), true
+	}
+	last := v.hops[len(v.hops)-1]
+	var ce *websocket.CloseError
+	isClose := errors.As(v.err, &ce)
+	redirectCode := isClose && (ce.Code == wire.CloseRedirect || ce.Code == wire.CloseRetry)
+	if !redirectCode && !v.redirectOnly {
+		return 0, false
+	}
+	if isClose {
+		fmt.Fprintf(stdout, "< close %d %s\n", ce.Code, clean(ce.Text))
+	}
+	if redirectCode {
+		fmt.Fprintf(stderr, "wsprobe: %s: close %d with a reason that is not a wsredirect v1 redirect: %s\n",
+			clean(last.URL), ce.Code, clean(strconv.Quote(ce.Text)))
+		return exitChain, true
+	}
+	fmt.Fprintf(stderr, "wsprobe: %s selected subprotocol %s but did not redirect: %s\n",
+		clean(last.URL), wire.Subprotocol, clean(v.err.Error()))
+	if errors.Is(v.err, context.DeadlineExceeded) {
+		return exitNetwork, true
+	}
+	return exitChain, true
 }
 
 func isSet(fs *flag.FlagSet, name string) bool {
@@ -182,28 +355,49 @@ func isSet(fs *flag.FlagSet, name string) bool {
 	return set
 }
 
+func printHops(w io.Writer, hops []client.Hop) {
+	for i, h := range hops {
+		printHop(w, i+1, h)
+	}
+}
+
 func printHop(w io.Writer, n int, h client.Hop) {
-	fmt.Fprintf(w, "* hop %d: %s\n", n, h.URL)
+	fmt.Fprintf(w, "* hop %d: %s\n", n, clean(h.URL))
 	if h.Status == 0 {
 		fmt.Fprintf(w, "  no response (%s)\n", h.Elapsed.Round(time.Microsecond))
 		return
 	}
 	fmt.Fprintf(w, "< %d %s (%s)\n", h.Status, http.StatusText(h.Status), h.Elapsed.Round(time.Microsecond))
-	if h.Location != "" {
-		fmt.Fprintf(w, "< Location: %s\n", h.Location)
-	}
-	if h.RetryAfter > 0 {
-		fmt.Fprintf(w, "< Retry-After: %s\n", h.RetryAfter)
+	switch h.Close {
+	case 0:
+		if h.Location != "" {
+			fmt.Fprintf(w, "< Location: %s\n", clean(h.Location))
+		}
+		if h.RetryAfter > 0 {
+			fmt.Fprintf(w, "< Retry-After: %s\n", h.RetryAfter)
+		}
+	case wire.CloseRetry:
+		fmt.Fprintf(w, "< close %d, retry after %s\n", h.Close, h.RetryAfter)
+	default:
+		fmt.Fprintf(w, "< close %d → %s\n", h.Close, clean(h.Location))
 	}
 }
 
-func printHeader(w io.Writer, h http.Header) {
-	fmt.Fprintln(w, "* final response headers:")
+func printHeader(w io.Writer, title string, h http.Header) {
+	fmt.Fprintln(w, title)
 	for _, k := range slices.Sorted(maps.Keys(h)) {
 		for _, v := range h[k] {
-			fmt.Fprintf(w, "< %s: %s\n", k, v)
+			fmt.Fprintf(w, "< %s: %s\n", clean(k), clean(v))
 		}
 	}
+}
+
+func printMessage(w io.Writer, e event) {
+	if e.mt == websocket.BinaryMessage {
+		fmt.Fprintf(w, "< [%d bytes binary] %x\n", len(e.p), e.p)
+		return
+	}
+	fmt.Fprintf(w, "< %s\n", clean(string(e.p)))
 }
 
 // exitCode tells a chain that went wrong from a network that did: the chain
@@ -218,4 +412,18 @@ func exitCode(err error) int {
 		return exitNetwork
 	}
 	return exitChain
+}
+
+// readExitCode is the exit status for an error while reading: a move the
+// Conn could not follow broke the chain; anything else, the exchange.
+func readExitCode(err error) int {
+	var cerr *client.Error
+	var ce *websocket.CloseError
+	switch {
+	case errors.As(err, &cerr):
+		return exitCode(err)
+	case errors.As(err, &ce) && (ce.Code == wire.CloseRedirect || ce.Code == wire.CloseRetry):
+		return exitChain
+	}
+	return exitExchange
 }
