@@ -247,8 +247,13 @@ func errorf(format string, args ...any) error {
 	return fmt.Errorf("wsredirect: "+format, args...)
 }
 
-// decide runs the rules; see [Decision] for what the result means.
+// decide runs the rules; see [Decision] for what the result means. A
+// request whose target is not a path ("GET *") is decided by no rule: a
+// Location cannot be built from it, and the app's upgrader refuses it.
 func (s *State) decide(r *http.Request) Decision {
+	if p := r.URL.Path; p == "" || p[0] != '/' {
+		return Decision{}
+	}
 	for i := range s.rules {
 		rule := &s.rules[i]
 		d := rule.fn(r, s)
@@ -258,8 +263,8 @@ func (s *State) decide(r *http.Request) Decision {
 		d.Rule = rule.name
 		switch d.Action {
 		case Redirect:
-			if d.Target == nil {
-				return ruleBug(d, "redirect without a target")
+			if d.Target == nil || d.Target.ws == "" {
+				return ruleBug(d, "redirect without a target (build targets with ParseTarget)")
 			}
 			if d.Target.Equal(s.self) && (d.Path == "" || d.Path == r.URL.EscapedPath()) {
 				// Sent to the very node and path it asked for.

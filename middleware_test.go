@@ -363,23 +363,6 @@ func TestPassthroughAllocs(t *testing.T) {
 	assert.Zero(t, testing.AllocsPerRun(100, func() { IsUpgrade(up) }), "detection of an upgrade")
 }
 
-func TestTargetNormalisation(t *testing.T) {
-	for _, tc := range []struct{ in, ws string }{
-		{"wss://B.Example.com:443/", "wss://b.example.com"},
-		{"https://b.example.com/ws/", "wss://b.example.com/ws"},
-		{"http://b.example.com:80", "ws://b.example.com"},
-		{"ws://[::1]:9000/p", "ws://[::1]:9000/p"},
-		{"ws://[::1]", "ws://[::1]"},
-		{"ws://b.example.com:443", "ws://b.example.com:443"},
-	} {
-		tgt, err := ParseTarget(tc.in)
-		require.NoError(t, err, tc.in)
-		assert.Equal(t, tc.ws, tgt.String(), tc.in)
-	}
-	assert.True(t, MustParseTarget("https://b.example.com").Equal(MustParseTarget("wss://B.example.com:443")))
-	assert.False(t, MustParseTarget("ws://b.example.com").Equal(MustParseTarget("wss://b.example.com")))
-	assert.False(t, MustParseTarget("ws://b.example.com").Equal(nil))
-}
 
 // TestRedirectToSelf: a redirect to this node is served here only when it
 // would send the client to the very path it asked for; a rewrite to this

@@ -58,6 +58,11 @@ func parseTarget(s string) (*Target, error) {
 		return nil, fmt.Errorf("target %q: query and fragment are not allowed", s)
 	}
 	host, port := strings.ToLower(u.Hostname()), u.Port()
+	for i := 0; i < len(host); i++ {
+		if c := host[i]; c <= ' ' || c >= 0x7f {
+			return nil, fmt.Errorf("target %q: the host must be ASCII: write an international name in its xn-- form", s)
+		}
+	}
 	if (port == "80" && !secure) || (port == "443" && secure) {
 		port = ""
 	}
@@ -103,17 +108,54 @@ func (t *Target) Equal(u *Target) bool {
 	return t != nil && u != nil && t.ws == u.ws
 }
 
-// location builds the absolute URL a client is sent to.
+// location builds the absolute URL a client is sent to: the target's base,
+// then path and query made safe to follow it. Whatever a rule returns, the
+// scheme, host and port stay the target's: the path always starts with "/"
+// (so "@evil.com", ".evil.com" or ":1234" cannot extend the authority), and
+// every byte a URL may not carry raw — controls, space, non-ASCII, and a "?"
+// or "#" in the path — is percent-encoded, so no Location header or close
+// reason ever holds a control character or invalid UTF-8.
 func (t *Target) location(httpScheme bool, path, rawQuery string) string {
 	base := t.ws
 	if httpScheme {
 		base = t.http
 	}
-	if path == "" {
-		path = "/"
+	if path == "" || path[0] != '/' {
+		path = "/" + path
 	}
+	path = escapeRaw(path, true)
 	if rawQuery == "" {
 		return base + path
 	}
-	return base + path + "?" + rawQuery
+	return base + path + "?" + escapeRaw(rawQuery, false)
+}
+
+// escapeRaw percent-encodes the bytes of an already escaped path or query
+// that must not appear raw in a URL, leaving existing escapes as they are.
+// It allocates only when there is something to encode.
+func escapeRaw(s string, path bool) string {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if mustEscape(s[i], path) {
+			n++
+		}
+	}
+	if n == 0 {
+		return s
+	}
+	const hex = "0123456789ABCDEF"
+	b := make([]byte, 0, len(s)+2*n)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; mustEscape(c, path) {
+			b = append(b, '%', hex[c>>4], hex[c&15])
+		} else {
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}
+
+func mustEscape(c byte, path bool) bool {
+	return c <= ' ' || c >= 0x7f || c == '#' || c == '"' || c == '<' || c == '>' || c == '\\' ||
+		c == '^' || c == '`' || c == '{' || c == '|' || c == '}' || (path && c == '?')
 }
