@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wsredirect/wsredirect/ring"
+	"github.com/wsredirect/wsredirect/wire"
 )
 
 // Member is one node of a fleet, as every node of it is told.
@@ -91,6 +92,9 @@ func newFleet(members []Member, self *Target, prev *fleet) (*fleet, error) {
 		t, err := parseTarget(m.URL)
 		if err != nil {
 			return nil, fmt.Errorf("member %s: %v", m.ID, err)
+		}
+		if _, ok := wire.EncodeMove(t.String()); !ok {
+			return nil, fmt.Errorf("member %s: URL %s is too long to carry in a close frame (at most %d bytes)", m.ID, t, wire.MaxReason-len("wsr1 ="))
 		}
 		for j := range i {
 			if targets[j].Equal(t) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -63,17 +64,29 @@ type MoveOptions struct {
 	Grace time.Duration
 }
 
+// moveWriteTimeout bounds how long a close frame may wait for the
+// connection's writer: an app write blocked on a client that stopped
+// reading holds it.
+const moveWriteTimeout = time.Second
+
 // MoveConns moves the tracked connections this node should no longer
 // serve: each one whose key a new upgrade would now send elsewhere (after
 // [Middleware.DrainMember] for this node, every key it hands off; after
 // [Middleware.SetMembers], the keys another member now owns). Each gets a
 // close frame with code 4307 naming its new owner with the same path and
 // query, or 4503 when no member is left (package wire), in batches paced by
-// opts. Clients
-// using this package's Go client or JavaScript helper reconnect there.
-// It returns how many connections it closed, when all have been sent their
-// frame or ctx ends.
-func (m *Middleware) MoveConns(ctx context.Context, opts MoveOptions) (moved int, err error) {
+// opts; the frames of a batch go out concurrently. Clients using this
+// module's Go client or JavaScript helper reconnect there.
+//
+// moved counts the connections that were sent their frame; cut counts those
+// whose frame could not be written within a second — a client that stopped
+// reading while the app writes to it holds the connection's writer — and
+// that were closed under the app instead, so the client reconnects and is
+// redirected then. A moved client that has not closed within Grace is closed
+// too. ctx bounds the whole call: when it ends, writes under way are cut,
+// the connections not reached yet are left as they are, and ctx.Err() is
+// returned.
+func (m *Middleware) MoveConns(ctx context.Context, opts MoveOptions) (moved, cut int, err error) {
 	if opts.Batch <= 0 {
 		opts.Batch = 1000
 	}
@@ -85,7 +98,7 @@ func (m *Middleware) MoveConns(ctx context.Context, opts MoveOptions) (moved int
 	}
 	s := m.state.Load()
 	if s.fleet.ring.Len() == 0 {
-		return 0, errors.New("wsredirect: MoveConns: no members to move connections to")
+		return 0, 0, errors.New("wsredirect: MoveConns: no members to move connections to")
 	}
 	var todo []*tracked
 	m.live.mu.Lock()
@@ -96,29 +109,58 @@ func (m *Middleware) MoveConns(ctx context.Context, opts MoveOptions) (moved int
 	}
 	m.live.mu.Unlock()
 
-	var errs []error
-	for len(todo) > 0 {
+	for len(todo) > 0 && ctx.Err() == nil {
 		n := min(opts.Batch, len(todo))
-		for _, t := range todo[:n] {
-			if err := s.moveOne(t, opts.Grace); err != nil {
-				errs = append(errs, err)
-			}
-			moved++
-		}
+		bm, bc := s.moveBatch(ctx, todo[:n], opts.Grace)
+		moved, cut = moved+bm, cut+bc
 		todo = todo[n:]
 		if len(todo) == 0 {
 			break
 		}
-		pause := opts.Interval/2 + rand.N(opts.Interval)
+		pause := time.NewTimer(opts.Interval/2 + rand.N(opts.Interval))
 		select {
 		case <-ctx.Done():
-			return moved, ctx.Err()
-		case <-time.After(pause):
+		case <-pause.C:
 		}
+		pause.Stop()
 		// Re-read the state: a drain may have ended meanwhile.
 		s = m.state.Load()
 	}
-	return moved, errors.Join(errs...)
+	return moved, cut, ctx.Err()
+}
+
+// moveBatch sends each connection of batch that should move its close
+// frame, all at once, and returns when every write has ended.
+func (s *State) moveBatch(ctx context.Context, batch []*tracked, grace time.Duration) (moved, cut int) {
+	var wg sync.WaitGroup
+	var nMoved, nCut atomic.Int64
+	for _, t := range batch {
+		owner, moves := s.liveOwner(t.hash)
+		if !moves {
+			continue
+		}
+		frame := s.moveFrame(owner)
+		wg.Go(func() {
+			deadline := time.Now().Add(moveWriteTimeout)
+			if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+				deadline = d
+			}
+			// Closing the connection is what unblocks a write that waits
+			// for the writer when ctx ends before the deadline.
+			stop := context.AfterFunc(ctx, func() { t.conn.Close() })
+			err := t.conn.WriteControl(websocket.CloseMessage, frame, deadline)
+			stop()
+			if err != nil || ctx.Err() != nil {
+				t.conn.Close()
+				nCut.Add(1)
+				return
+			}
+			nMoved.Add(1)
+			time.AfterFunc(grace, func() { t.conn.Close() })
+		})
+	}
+	wg.Wait()
+	return int(nMoved.Load()), int(nCut.Load())
 }
 
 // liveOwner returns the member that should serve an open connection with
@@ -129,24 +171,13 @@ func (s *State) liveOwner(h uint64) (owner int, moves bool) {
 	return owner, owner != s.fleet.self
 }
 
-func (s *State) moveOne(t *tracked, grace time.Duration) error {
-	owner, moves := s.liveOwner(t.hash)
-	if !moves {
-		return nil
-	}
-	var frame []byte
+// moveFrame is the close frame that sends a connection to member owner, or
+// asks it to retry later when owner is -1. Member URLs are checked to fit a
+// close reason when the fleet is built.
+func (s *State) moveFrame(owner int) []byte {
 	if owner < 0 {
-		frame = websocket.FormatCloseMessage(wire.CloseRetry, wire.EncodeRetry(s.drainRetryAfter))
-	} else {
-		reason, ok := wire.EncodeMove(s.fleet.targets[owner].String())
-		if !ok {
-			return errorf("MoveConns: member URL %s is too long for a close reason", s.fleet.targets[owner])
-		}
-		frame = websocket.FormatCloseMessage(wire.CloseRedirect, reason)
+		return websocket.FormatCloseMessage(wire.CloseRetry, wire.EncodeRetry(s.drainRetryAfter))
 	}
-	// A connection that fails the write is already going away: the close
-	// below finishes it either way.
-	_ = t.conn.WriteControl(websocket.CloseMessage, frame, time.Now().Add(time.Second))
-	time.AfterFunc(grace, func() { t.conn.Close() })
-	return nil
+	reason, _ := wire.EncodeMove(s.fleet.targets[owner].String())
+	return websocket.FormatCloseMessage(wire.CloseRedirect, reason)
 }

@@ -52,13 +52,15 @@ func TestMoveConns(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return mw.Tracked() == len(keys) }, 5*time.Second, 5*time.Millisecond)
 
-	moved, err := mw.MoveConns(context.Background(), MoveOptions{})
+	moved, cut, err := mw.MoveConns(context.Background(), MoveOptions{})
 	require.NoError(t, err)
+	assert.Zero(t, cut)
 	assert.Zero(t, moved, "not draining and this node owns every key: nothing moves")
 
 	mw.drainSelf(t, 0)
-	moved, err = mw.MoveConns(context.Background(), MoveOptions{Batch: 5, Interval: 2 * time.Millisecond})
+	moved, cut, err = mw.MoveConns(context.Background(), MoveOptions{Batch: 5, Interval: 2 * time.Millisecond})
 	require.NoError(t, err)
+	assert.Zero(t, cut, "every client reads: none is cut")
 	assert.Equal(t, len(keys), moved)
 	for i, c := range conns {
 		ce, _ := readClose(t, c)
@@ -72,8 +74,64 @@ func TestMoveConns(t *testing.T) {
 	assert.Eventually(t, func() bool { return mw.Tracked() == 0 }, 5*time.Second, 5*time.Millisecond, "apps see the close and untrack")
 
 	solo := shardMiddleware(t, "wss://b.example.com", []Member{abc[1]}, clock)
-	_, err = solo.MoveConns(context.Background(), MoveOptions{})
+	_, _, err = solo.MoveConns(context.Background(), MoveOptions{})
 	assert.NoError(t, err)
-	_, err = MustNew(Options{Rules: []Rule{Path("wss://x.example.com", "/*")}}).MoveConns(context.Background(), MoveOptions{})
+	_, _, err = MustNew(Options{Rules: []Rule{Path("wss://x.example.com", "/*")}}).MoveConns(context.Background(), MoveOptions{})
 	assert.ErrorContains(t, err, "wsredirect: MoveConns: no members")
+}
+
+// TestMoveConnsBoundedByContext: clients that stopped reading while the app
+// streams to them hold their connections' writers; their frames cannot go
+// out, so they are cut, concurrently and within the context (regression:
+// each cost a full second in turn, and the call reported them as moved with
+// no error long after its context had ended).
+func TestMoveConnsBoundedByContext(t *testing.T) {
+	mw := shardMiddleware(t, "wss://b.example.com", abc, nil)
+	keys := keysOwnedBy(t, mw.State().fleet, "b", 4)
+	streaming := make(chan struct{}, len(keys))
+	up := websocket.Upgrader{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer mw.Track(r.URL.Query().Get("room"), c)()
+		defer c.Close()
+		chunk := make([]byte, 64<<10)
+		for i := 0; ; i++ {
+			if i == 1 {
+				streaming <- struct{}{}
+			}
+			if c.WriteMessage(websocket.BinaryMessage, chunk) != nil {
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	for _, k := range keys {
+		c, _, err := websocket.DefaultDialer.Dial(wsURL(srv)+"/rooms?room="+k, nil)
+		require.NoError(t, err)
+		defer c.Close() // never read
+	}
+	for range keys {
+		select {
+		case <-streaming:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the app is not streaming")
+		}
+	}
+	// At memory speed the kernel's buffers fill in milliseconds; then each
+	// app write blocks holding the connection's writer.
+	time.Sleep(300 * time.Millisecond)
+	mw.drainSelf(t, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	moved, cut, err := mw.MoveConns(ctx, MoveOptions{})
+	elapsed := time.Since(start)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Zero(t, moved, "no frame could be written")
+	assert.Equal(t, len(keys), cut)
+	assert.Less(t, elapsed, time.Second, "the context bounds the call")
+	assert.Eventually(t, func() bool { return mw.Tracked() == 0 }, 5*time.Second, 5*time.Millisecond, "cut connections end the app's handlers")
 }

@@ -140,9 +140,10 @@ func TestBrowser(t *testing.T) {
 		f.drain(a)
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
-		moved, err := a.mw.MoveConns(ctx, wsredirect.MoveOptions{Batch: 10, Interval: 10 * time.Millisecond})
+		moved, cut, err := a.mw.MoveConns(ctx, wsredirect.MoveOptions{Batch: 10, Interval: 10 * time.Millisecond})
 		require.NoError(t, err)
 		assert.Equal(t, 1, moved)
+		assert.Zero(t, cut)
 
 		hello := tab.greeting(1)
 		assert.Equal(t, next.name, hello.Node, "the key's owner once a is gone")

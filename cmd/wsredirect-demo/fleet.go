@@ -155,7 +155,8 @@ func (f *fleet) drain(ctx context.Context, id string) (int, error) {
 	if err := n.mw.DrainMember(id, since, 0); err != nil {
 		return 0, err
 	}
-	return n.mw.MoveConns(ctx, moveOptions)
+	moved, cut, err := n.mw.MoveConns(ctx, moveOptions)
+	return moved + cut, err
 }
 
 // undrain gives node id its rooms back: new connections at once, and the
@@ -193,10 +194,10 @@ func (f *fleet) moveAll(ctx context.Context, opts wsredirect.MoveOptions) (int, 
 	)
 	for _, n := range f.nodes {
 		wg.Go(func() {
-			moved, err := n.mw.MoveConns(ctx, opts)
+			moved, cut, err := n.mw.MoveConns(ctx, opts)
 			mu.Lock()
 			defer mu.Unlock()
-			total += moved
+			total += moved + cut
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", n.id, err))
 			}
