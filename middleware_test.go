@@ -363,7 +363,6 @@ func TestPassthroughAllocs(t *testing.T) {
 	assert.Zero(t, testing.AllocsPerRun(100, func() { IsUpgrade(up) }), "detection of an upgrade")
 }
 
-
 // TestRedirectToSelf: a redirect to this node is served here only when it
 // would send the client to the very path it asked for; a rewrite to this
 // node's own address is still sent (regression: it passed through
