@@ -15,6 +15,9 @@ test:
 		echo "== $$m: go vet"; (cd $$m && go vet ./...); \
 		echo "== $$m: go test -race"; (cd $$m && go test -race -count=1 ./...); \
 	done
+	@# At fleet scale without the race detector, whose goroutine limit the
+	@# -race run above keeps these tests under.
+	@echo "== .: go test (live drain of 5,000 connections, no -race)"; go test -count=1 -run 'TestLiveDrainAtScale' .
 	@# js/wsredirect.js's parsers against wire/testdata/vectors.json.
 	@if command -v node >/dev/null 2>&1; then \
 		echo "== js: node --test"; node --test --test-reporter=spec js/*.test.mjs; \

@@ -1,0 +1,5 @@
+//go:build !race
+
+package wsredirect
+
+const raceEnabled = false
