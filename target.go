@@ -131,12 +131,13 @@ func (t *Target) location(httpScheme bool, path, rawQuery string) string {
 }
 
 // escapeRaw percent-encodes the bytes of an already escaped path or query
-// that must not appear raw in a URL, leaving existing escapes as they are.
-// It allocates only when there is something to encode.
+// that must not appear raw in a URL, leaving valid escapes as they are (a
+// "%" that starts none is encoded itself). It allocates only when there is
+// something to encode.
 func escapeRaw(s string, path bool) string {
 	n := 0
 	for i := 0; i < len(s); i++ {
-		if mustEscape(s[i], path) {
+		if mustEscape(s, i, path) {
 			n++
 		}
 	}
@@ -146,7 +147,7 @@ func escapeRaw(s string, path bool) string {
 	const hex = "0123456789ABCDEF"
 	b := make([]byte, 0, len(s)+2*n)
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; mustEscape(c, path) {
+		if c := s[i]; mustEscape(s, i, path) {
 			b = append(b, '%', hex[c>>4], hex[c&15])
 		} else {
 			b = append(b, c)
@@ -155,7 +156,15 @@ func escapeRaw(s string, path bool) string {
 	return string(b)
 }
 
-func mustEscape(c byte, path bool) bool {
+func mustEscape(s string, i int, path bool) bool {
+	c := s[i]
+	if c == '%' {
+		return i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2])
+	}
 	return c <= ' ' || c >= 0x7f || c == '#' || c == '"' || c == '<' || c == '>' || c == '\\' ||
 		c == '^' || c == '`' || c == '{' || c == '|' || c == '}' || (path && c == '?')
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }

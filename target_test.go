@@ -3,6 +3,7 @@ package wsredirect
 import (
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -116,4 +117,35 @@ func TestCloseReasonIsUTF8(t *testing.T) {
 	_, hello, err := conn.ReadMessage(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, "node-b /rooms/1?name=%FF", string(hello))
+}
+
+// FuzzLocation: whatever path a rule returns and whatever query a client
+// sends, the Location parses as a URL on the target's own scheme, host and
+// port, and holds only printable ASCII.
+func FuzzLocation(f *testing.F) {
+	for _, s := range []string{".evil.com/x", "@evil.com/x", ":1234/x", "//evil.com", "x\r\nSet-Cookie: a", "\xff", "?#", ""} {
+		f.Add(s, "a=1&b=\xfe")
+	}
+	targets := []*Target{MustParseTarget("wss://new.example.com:8443"), MustParseTarget("ws://[::1]:9000/prefix")}
+	f.Fuzz(func(t *testing.T, path, query string) {
+		for _, tgt := range targets {
+			loc := tgt.location(false, path, query)
+			for i := 0; i < len(loc); i++ {
+				if loc[i] <= ' ' || loc[i] >= 0x7f {
+					t.Fatalf("Location %q has byte %#x", loc, loc[i])
+				}
+			}
+			u, err := url.Parse(loc)
+			if err != nil {
+				t.Fatalf("Location %q does not parse: %v", loc, err)
+			}
+			want, _ := url.Parse(tgt.String())
+			if u.Scheme != want.Scheme || u.Host != want.Host || u.User != nil || u.Fragment != "" {
+				t.Fatalf("path %q, query %q: Location %q left %s", path, query, loc, tgt)
+			}
+			if !strings.HasPrefix(u.EscapedPath(), want.EscapedPath()+"/") {
+				t.Fatalf("path %q: Location %q left the target's prefix", path, loc)
+			}
+		}
+	})
 }
