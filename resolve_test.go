@@ -75,3 +75,21 @@ func TestResolveCORS(t *testing.T) {
 		assert.Equal(t, want, w.Header().Get("Access-Control-Allow-Origin"), origin)
 	}
 }
+
+// TestRetryAfterClamped: "forever" (the largest Duration) is sent as a day,
+// in the header, the resolve answer and the close reason alike (regression:
+// Retry-After: -9223372035).
+func TestRetryAfterClamped(t *testing.T) {
+	forever := NewRule("closed", func(*http.Request, *State) Decision {
+		return Decision{Action: Refuse, RetryAfter: time.Duration(1<<63 - 1)}
+	})
+	mw := MustNew(Options{Rules: []Rule{forever}})
+	w := run(t, mw, upgradeTo("http://a.example.com/x"))
+	assert.Equal(t, http.StatusServiceUnavailable, w.Code)
+	assert.Equal(t, "86400", w.Header().Get("Retry-After"))
+
+	rw := httptest.NewRecorder()
+	mw.ResolveHandler().ServeHTTP(rw, httptest.NewRequest(http.MethodGet, "http://a.example.com/x", nil))
+	assert.Equal(t, "86400", rw.Header().Get("Retry-After"))
+	assert.JSONEq(t, `{"retryAfter":86400}`, rw.Body.String())
+}
