@@ -27,6 +27,7 @@ const SEE_MESSAGE = V1 + "+";
 const SAME_PATH = V1 + "=";
 const RETRY = V1 + "retry=";
 const MAX_RETRY = 86400; // wire.MaxRetry, a day: a reason asking for more is refused
+const MAX_TIMER = 2 ** 31 - 1; // setTimeout's longest delay in ms: Node fires a longer one at once, browsers wrap it
 const TYPES = ["open", "message", "close", "error", "redirect"];
 
 // parseRedirect mirrors Go's ParseRedirect: the target as sent (still to be
@@ -88,7 +89,21 @@ function wsURL(url, base) {
   return u.href;
 }
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
+// retryAfter reads how long a resolver's 503 asks to wait, in seconds: the
+// body's retryAfter, else the Retry-After header (seconds or an HTTP date,
+// RFC 9110 §10.2.3); null when neither is a number of seconds >= 0.
+function retryAfter(body, headers) {
+  const n = body.retryAfter;
+  if (typeof n === "number" && n >= 0) return n; // Infinity too: over any cap
+  const h = headers?.get("Retry-After")?.trim();
+  if (!h) return null;
+  if (/^\d+$/.test(h)) return Number(h);
+  const at = /[a-z]/i.test(h) ? Date.parse(h) : NaN; // a date names its day or month
+  return Number.isNaN(at) ? null : Math.max(0, (at - Date.now()) / 1000);
+}
+
+const timeout = (ms) => Math.min(MAX_TIMER, Math.max(0, ms));
+const sleep = (ms) => new Promise((r) => setTimeout(r, timeout(ms)));
 const jitter = (ms) => Math.random() * ms;
 
 export class RedirectingWebSocket extends EventTarget {
@@ -97,19 +112,58 @@ export class RedirectingWebSocket extends EventTarget {
   static CLOSING = 2;
   static CLOSED = 3;
 
-  // options: maxHops (10) redirects per chain; maxRetries (5) 4503 waits
-  // before giving up; moveJitterMs (1000) upper bound of the random wait
-  // before a live move, so a drained node's clients do not reconnect in one
-  // wave; retryJitterMs (1000) spread around a 4503's delay; resolve: URL
-  // prefix of the server's ResolveHandler, asked once before the first dial;
-  // offerSubprotocol (default: when protocols are given) offers
+  // options:
+  //
+  // maxHops (10): redirects followed in one chain. A chain ends only when
+  // the app has been served, that is, when a socket delivered an app
+  // message (as the Go client's Conn, which starts a new chain once a
+  // message reached the app); a socket that merely counted as the app's
+  // (it opened, and the app saw "open") does not end it. So a server that
+  // accepts, holds and redirects again and again is followed maxHops times
+  // at most. Then, as for any redirect it will not follow, the helper gives
+  // up: "error", then "close" with the server's code (4307) and reason.
+  //
+  // maxRetries (5): 4503 waits in one chain before giving up the same way
+  // (close code 4503). A 4503 sends the chain back to the first URL with a
+  // fresh hop count, so a chain dials at most (maxRetries + 1) *
+  // (maxHops + 1) times before an app message.
+  //
+  // maxRetryDelayMs (30000): the longest wait a server may ask for, as the
+  // Go client's Dialer.MaxRetryDelay. Asking for more is refused, not
+  // shortened (a shorter wait would only earn another refusal): a 4503
+  // whose delay exceeds it is given up at once ("error", then "close" 4503);
+  // a resolver's 503 whose retryAfter or Retry-After exceeds it is an answer
+  // the helper cannot use, so it stops asking and dials the URL, where the
+  // server's close code decides. A resolver's wait that is not a number of
+  // seconds >= 0 (missing, negative, not a number) or is 0 is one second.
+  //
+  // backoffMs (500), maxBackoffMs (30000): the wait before reconnecting
+  // after a socket that counted as the app's yet delivered nothing before
+  // it was redirected or told to retry: backoffMs for the first such socket
+  // of a chain, doubling for each next one, at most maxBackoffMs; each wait
+  // is random in its upper half. A live move's jitter or a 4503's delay
+  // applies instead when it is longer. Redirect stubs are followed at once.
+  //
+  // moveJitterMs (1000): upper bound of the random wait before a live move,
+  // so a drained node's clients do not reconnect in one wave.
+  //
+  // retryJitterMs (1000): spread around a 4503's or a resolver's delay.
+  //
+  // resolve: URL prefix of the server's ResolveHandler, asked before the
+  // first dial (again after a 503, at most maxRetries times).
+  //
+  // offerSubprotocol (default: when protocols are given): offers
   // "wsredirect.v1", which tells a redirect at open; without it a socket's
-  // open waits up to settleMs (50) for a redirect close or an app message;
+  // open waits up to settleMs (50) for a redirect close or an app message.
+  //
   // WebSocket: the constructor to use (tests inject one).
   constructor(url, protocols = [], options = {}) {
     super();
-    this._opt = { maxHops: 10, maxRetries: 5, moveJitterMs: 1000, retryJitterMs: 1000, settleMs: 50, resolve: null,
-      WebSocket: globalThis.WebSocket, ...options };
+    this._opt = { maxHops: 10, maxRetries: 5, maxRetryDelayMs: 30000, backoffMs: 500, maxBackoffMs: 30000,
+      moveJitterMs: 1000, retryJitterMs: 1000, settleMs: 50, resolve: null, WebSocket: globalThis.WebSocket,
+      // An option given as undefined keeps its default: maxHops: undefined
+      // must not lift the cap.
+      ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
     this._first = wsURL(url, globalThis.location?.href);
     if (!this._first) throw new SyntaxError(`RedirectingWebSocket: bad URL ${url}`);
     // Chromium fails a handshake that offered protocols when the server
@@ -120,9 +174,13 @@ export class RedirectingWebSocket extends EventTarget {
     this._marked = this._opt.offerSubprotocol ?? app.length > 0;
     this._protocols = this._marked ? [...app, SUBPROTOCOL] : app;
     this.url = this._first;
-    this.hops = []; // URLs followed to reach the current connection
+    // URLs followed to reach the current connection, since the dial or
+    // the last 4503, or since the last socket that delivered an app message.
+    this.hops = [];
     this._ws = null;
     this._real = false; // the current socket is the app's, not a redirect stub
+    this._served = false; // a socket delivered an app message since the last move
+    this._idle = 0; // sockets of this chain that counted as the app's but delivered nothing
     this._state = RedirectingWebSocket.CONNECTING;
     this._closing = false;
     this._retries = 0;
@@ -168,9 +226,11 @@ export class RedirectingWebSocket extends EventTarget {
       try {
         const u = new URL(this._first);
         const res = await fetch(this._opt.resolve.replace(/\/$/, "") + u.pathname + u.search, { cache: "no-store" });
-        const body = await res.json().catch(() => ({}));
+        const body = Object(await res.json().catch(() => null)); // null: {}
         if (res.status === 503) {
-          const secs = Number(body.retryAfter ?? res.headers.get("Retry-After")) || 1;
+          const secs = retryAfter(body, res.headers) || 1;
+          // Longer than the cap: dial, and let the server's close code say.
+          if (secs * 1000 > this._opt.maxRetryDelayMs) break;
           await sleep(secs * 1000 + (jitter(2) - 1) * this._opt.retryJitterMs);
           if (this._closing) return;
           continue;
@@ -205,14 +265,13 @@ export class RedirectingWebSocket extends EventTarget {
       pending = false;
       clearTimeout(settle);
       this._real = true;
-      this._retries = 0;
       this._state = this._closing ? RedirectingWebSocket.CLOSING : RedirectingWebSocket.OPEN;
       this.dispatchEvent(new Event("open"));
     };
     // A "wsr1 " text message may be the target of a "wsr1 +" close that
     // follows; it is held until the next frame says which it is.
     const flush = () => {
-      if (held !== null && !stub) { reveal(); this._emit("message", { data: held }); }
+      if (held !== null && !stub) { reveal(); this._served = true; this._emit("message", { data: held }); }
       held = null;
     };
     ws.onopen = () => {
@@ -224,7 +283,11 @@ export class RedirectingWebSocket extends EventTarget {
     ws.onmessage = (e) => {
       flush();
       if (isRedirectMessage(e.data)) held = e.data;
-      else if (!stub) { reveal(); this._emit("message", { data: e.data, origin: e.origin, lastEventId: e.lastEventId }); }
+      else if (!stub) {
+        reveal();
+        this._served = true;
+        this._emit("message", { data: e.data, origin: e.origin, lastEventId: e.lastEventId });
+      }
     };
     ws.onerror = () => { errored = true; };
     ws.onclose = (e) => {
@@ -241,12 +304,25 @@ export class RedirectingWebSocket extends EventTarget {
   // _follow acts on a redirect or retry close and reports whether it did;
   // false leaves the close, with an error, to the app.
   _follow(e, url, held, wasReal) {
+    if (e.code !== CLOSE_REDIRECT && e.code !== CLOSE_RETRY) return false;
+    // A connection that delivered an app message starts a new chain: its
+    // hop count says how far this move went, not the first connect. One
+    // that only opened does not, or a server that holds each socket past
+    // settleMs (or selects the app's protocol) and then redirects again
+    // would be followed forever; each such socket makes the next wait longer.
+    let backoff = 0;
+    if (this._served) {
+      this._served = false;
+      this.hops = [];
+      this._retries = 0;
+      this._idle = 0;
+    } else if (wasReal) {
+      const ms = Math.min(this._opt.maxBackoffMs, this._opt.backoffMs * 2 ** this._idle++);
+      backoff = ms / 2 + jitter(ms / 2);
+    }
     if (e.code === CLOSE_REDIRECT) {
       const raw = parseRedirect(e.reason, held, url);
       const live = wasReal || e.reason.startsWith(SAME_PATH);
-      // A connection that was really open starts a new chain: its hop
-      // count says how far this move went, not the first connect.
-      if (wasReal) this.hops = [];
       const to = raw && this._vet(raw, url);
       if (!to || this.hops.length >= this._opt.maxHops) return this._fail(e);
       this.hops.push(to);
@@ -254,20 +330,19 @@ export class RedirectingWebSocket extends EventTarget {
       this._real = false;
       this._emit("redirect", { detail: { from: url, to, code: e.code, live } }, CustomEvent);
       // A close() from a redirect listener has already queued the close.
-      if (!this._closing) this._later(live ? jitter(this._opt.moveJitterMs) : 0, to);
+      if (!this._closing) this._later(Math.max(live ? jitter(this._opt.moveJitterMs) : 0, backoff), to);
       return true;
     }
-    if (e.code === CLOSE_RETRY) {
-      const secs = parseRetry(e.reason);
-      if (secs === null || this._retries >= this._opt.maxRetries) return this._fail(e);
-      this._retries++;
-      this.hops = [];
-      this._state = RedirectingWebSocket.CONNECTING;
-      this._real = false;
-      this._later(secs * 1000 + (jitter(2) - 1) * this._opt.retryJitterMs, this._first);
-      return true;
+    const secs = parseRetry(e.reason);
+    if (secs === null || secs * 1000 > this._opt.maxRetryDelayMs || this._retries >= this._opt.maxRetries) {
+      return this._fail(e);
     }
-    return false;
+    this._retries++;
+    this.hops = [];
+    this._state = RedirectingWebSocket.CONNECTING;
+    this._real = false;
+    this._later(Math.max(secs * 1000 + (jitter(2) - 1) * this._opt.retryJitterMs, backoff), this._first);
+    return true;
   }
 
   _fail(e) {
@@ -277,7 +352,7 @@ export class RedirectingWebSocket extends EventTarget {
 
   _later(ms, url) {
     clearTimeout(this._timer);
-    this._timer = setTimeout(() => { if (!this._closing) this._dial(url); }, Math.max(0, ms));
+    this._timer = setTimeout(() => { if (!this._closing) this._dial(url); }, timeout(ms));
   }
 
   _finish(code, reason, wasClean, error) {
