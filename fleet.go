@@ -24,10 +24,14 @@ type Member struct {
 	// error.
 	Weight int
 
-	// DrainingSince, when not zero, is when the member began draining: its
-	// keys go to the members that will own them once it is gone, so a
-	// client moves once. Every node must hold the same time, or its peers
-	// send clients back to it.
+	// DrainingSince, when not zero, is when the member's drain takes
+	// effect: from then on its keys go to the members that will own them
+	// once it is gone, so a client moves once. Those members take the keys
+	// from the moment they learn of the drain; the drainer and the others
+	// hand each key off when the ramp, on their own clocks, reaches it. Set
+	// it a moment ahead of the announcement (a second or two: longer than
+	// the news takes to reach every node plus the clocks' skew), so that no
+	// node hands a key off before its successor knows to take it.
 	DrainingSince time.Time
 	// DrainRamp spreads a drain: the share of the member's keys handed off
 	// rises linearly from 0 at DrainingSince to 1 after DrainRamp, each key
@@ -38,17 +42,11 @@ type Member struct {
 // DrainFraction returns the share of the member's keys handed off at now:
 // 0 when it is not draining, 1 once its DrainRamp has passed.
 func (m Member) DrainFraction(now time.Time) float64 {
-	if m.DrainingSince.IsZero() {
+	if m.DrainingSince.IsZero() || now.Before(m.DrainingSince) {
 		return 0
-	}
-	if m.DrainRamp <= 0 {
-		return 1
 	}
 	elapsed := now.Sub(m.DrainingSince)
-	switch {
-	case elapsed <= 0:
-		return 0
-	case elapsed >= m.DrainRamp:
+	if elapsed >= m.DrainRamp {
 		return 1
 	}
 	return float64(elapsed) / float64(m.DrainRamp)
@@ -146,12 +144,32 @@ func samePlacement(a, b []Member) bool {
 
 // owner returns the index of the member that serves new connections for
 // the key with hash h now, or -1 when every member that could is draining.
+//
+// While the key's ring owner drains, the answer depends on where it is
+// asked. The member that will own the key once the drainer is gone takes it
+// at once, whatever its clock says: the key is coming to it anyway, and
+// sending it back could bounce a client the drainer already handed off by
+// its own clock. Every other node, the drainer included, hands the key off
+// when the ramp, read on its own clock, reaches it. So a client goes at most
+// one hop to the drainer and one more to the successor, whatever the skew
+// between their clocks.
 func (s *State) owner(h uint64) int {
 	f := s.fleet
 	o := f.ring.Owner(h)
-	if o < 0 || !handsOff(&f.members[o], h, s.now) {
+	if o < 0 || f.members[o].DrainingSince.IsZero() {
 		return o
 	}
+	next := f.successor(h, o)
+	if next >= 0 && next == f.self || handsOff(&f.members[o], h, s.now) {
+		return next
+	}
+	return o
+}
+
+// successor returns the member that owns the key with hash h once every
+// draining member is gone, given that its ring owner o drains, or -1 when
+// every member drains.
+func (f *fleet) successor(h uint64, o int) int {
 	if len(f.drainers) == 1 {
 		return f.ring.OwnerWithout(h, o)
 	}
@@ -161,14 +179,11 @@ func (s *State) owner(h uint64) int {
 	return -1
 }
 
-// handsOff reports whether member m, if draining, hands off the key with
-// hash h now. During a ramp a key moves once the drained fraction passes the
-// key's own point in [0, 1), so the set of moved keys only grows, and every
-// node told the same DrainingSince moves the same keys.
+// handsOff reports whether draining member m hands off the key with hash h
+// now. During a ramp a key moves once the drained fraction passes the key's
+// own point in [0, 1), so the set of moved keys only grows, and every node
+// told the same DrainingSince moves the same keys.
 func handsOff(m *Member, h uint64, now func() time.Time) bool {
-	if m.DrainingSince.IsZero() {
-		return false
-	}
 	f := m.DrainFraction(now())
 	return f >= 1 || rampPoint(h) < f
 }
@@ -185,9 +200,10 @@ func rampPoint(h uint64) float64 {
 // and drain fields included. The slice is a copy.
 func (s *State) Members() []Member { return slices.Clone(s.fleet.members) }
 
-// Owner returns the member that serves new connections for key now, drains
-// applied; ok is false when there are no members or every member that could
-// take the key is draining.
+// Owner returns the member this node sends new connections for key to now,
+// itself included, drains applied (see [Member.DrainingSince] for what each
+// node takes during a drain); ok is false when there are no members or
+// every member that could take the key is draining.
 func (s *State) Owner(key string) (m Member, ok bool) {
 	if s.fleet.ring.Len() == 0 {
 		return Member{}, false
@@ -225,10 +241,10 @@ func (m *Middleware) SetMembers(members ...Member) error {
 // members drain at once.
 //
 // Every node of the fleet must be told, with the same since: a control
-// plane does that. Order matters while the news spreads: tell the other
-// nodes before the draining one (and the undrained one before the others),
-// or a node that knows and one that does not yet send a new client back and
-// forth.
+// plane does that. Give a since a moment in the future (see
+// [Member.DrainingSince]) and the order in which nodes hear of it does not
+// matter, nor do their clocks' skews up to that moment. An undrain has no
+// such margin: tell the undrained node first, then the others.
 func (m *Middleware) DrainMember(id string, since time.Time, ramp time.Duration) error {
 	return m.setFleet("DrainMember", func(members []Member) ([]Member, error) {
 		for i := range members {
