@@ -76,7 +76,11 @@ const moveWriteTimeout = time.Second
 // close frame with code 4307 naming its new owner with the same path and
 // query, or 4503 when no member is left (package wire), in batches paced by
 // opts; the frames of a batch go out concurrently. Clients using this
-// module's Go client or JavaScript helper reconnect there.
+// module's Go client or JavaScript helper reconnect there. The app's read
+// loop must keep reading: it still receives every message the client sent
+// before it saw the close, until the client's answer to the close (or
+// Grace) ends the connection, and the client sends everything after it to
+// the new node.
 //
 // moved counts the connections that were sent their frame; cut counts those
 // whose frame could not be written within a second — a client that stopped

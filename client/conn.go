@@ -31,9 +31,19 @@ import (
 // loop, so the next move starts a new chain.
 //
 // A Conn supports one concurrent reader and one concurrent writer, as
-// gorilla's does. A write that races a move fails or is lost; a protocol
-// that needs state on the server (subscriptions) should restore it after a
-// move, which [Conn.Hops] reveals.
+// gorilla's does. Moves happen while the reader reads, so keep one reading.
+//
+// What is delivered where during a move: every message written before the
+// Conn sees the server's close reaches the old node's app (a wsredirect
+// server keeps reading until the close handshake completes); every message
+// written from then until the new connection is open is queued — at most
+// [Dialer.MaxQueuedMessages] and [Dialer.MaxQueuedBytes] — and written
+// first thing on the new connection, in order. Each message reaches exactly
+// one node's app, or its write fails ([ErrQueueFull]), or the [*Error] that
+// ends the Conn lists it in Unsent; none is dropped silently. Delivery to an
+// app is not processing by it: for end-to-end exactly-once, number messages
+// and have the app acknowledge them, resuming from the last acknowledged
+// one after a move, which [Conn.Hops] reveals.
 type Conn struct {
 	// Used by the reading goroutine only.
 	ch      *chain
@@ -46,6 +56,18 @@ type Conn struct {
 	ws     *websocket.Conn
 	trace  []Hop
 	closed bool
+	// The writer's side of a move: from the server's redirect close until
+	// the new connection is open, writes queue.
+	moving      bool
+	queue       []Message
+	queuedBytes int
+	werr        error // why writes fail for good: the move failed
+}
+
+// Message is an application message a [Conn] was given to write.
+type Message struct {
+	Type int // websocket.TextMessage or websocket.BinaryMessage
+	Data []byte
 }
 
 // Connect dials like [Dialer.DialContext] and returns a [Conn] that follows
@@ -62,8 +84,26 @@ func (d *Dialer) Connect(ctx context.Context, urlStr string, requestHeader http.
 		return nil, resp, err
 	}
 	c := &Conn{ch: ch, ws: ws}
+	c.watch(ws)
 	c.publish()
 	return c, resp, nil
+}
+
+// watch makes ws's close handler start a move before it answers the
+// server's close: a write after the answer would fail, so from then on
+// writes queue. A write that got in before it reached the old connection
+// ahead of the answer, and so the old node's app.
+func (c *Conn) watch(ws *websocket.Conn) {
+	ws.SetCloseHandler(func(code int, _ string) error {
+		if code == wire.CloseRedirect || code == wire.CloseRetry {
+			c.mu.Lock()
+			c.moving = true
+			c.mu.Unlock()
+		}
+		// gorilla's default: answer with the code.
+		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))
+		return nil
+	})
 }
 
 // ReadMessage reads the next data message, reconnecting first when the
@@ -91,8 +131,8 @@ func (c *Conn) ReadMessage(ctx context.Context) (messageType int, p []byte, err 
 			return messageType, p, nil
 		}
 		if err = c.move(ctx, ws, err); err != nil {
-			c.err = err
-			return 0, nil, err
+			c.err = c.failWrites(err)
+			return 0, nil, c.err
 		}
 	}
 }
@@ -180,31 +220,135 @@ func (c *Conn) move(ctx context.Context, ws *websocket.Conn, readErr error) erro
 	if err != nil {
 		return err
 	}
+	c.watch(nws)
+	return c.open(nws)
+}
+
+// open makes nws the Conn's connection once the messages queued during the
+// move are written to it, in order, ahead of any written later: writes keep
+// queueing until the queue is empty.
+func (c *Conn) open(nws *websocket.Conn) error {
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			nws.Close()
+			return net.ErrClosed
+		}
+		batch := c.queue
+		if len(batch) == 0 {
+			c.ws, c.moving = nws, false
+			c.mu.Unlock()
+			return nil
+		}
+		c.queue, c.queuedBytes = nil, 0
+		c.mu.Unlock()
+		for i, m := range batch {
+			if err := nws.WriteMessage(m.Type, m.Data); err != nil {
+				// The new connection failed already: what is left goes
+				// back in front of the queue for the next move, or for
+				// the error that ends the Conn.
+				c.mu.Lock()
+				c.queue = append(batch[i:len(batch):len(batch)], c.queue...)
+				c.queuedBytes = 0
+				for _, m := range c.queue {
+					c.queuedBytes += len(m.Data)
+				}
+				c.ws = nws
+				c.mu.Unlock()
+				return nil
+			}
+		}
+	}
+}
+
+// failWrites ends the writer's side with err, the read error that ended
+// the Conn; the messages queued for a move that failed go out with it.
+func (c *Conn) failWrites(err error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
-		nws.Close()
-		return net.ErrClosed
+	if len(c.queue) > 0 {
+		e := &Error{Err: err}
+		var ce *Error
+		if errors.As(err, &ce) {
+			*e = *ce
+		}
+		e.Unsent, c.queue, c.queuedBytes = c.queue, nil, 0
+		err = e
 	}
-	c.ws = nws
+	if c.moving {
+		c.werr = err
+	}
+	return err
+}
+
+// WriteMessage writes a message to the current connection or, while the
+// server moves it, queues a copy for the next one (see [Conn] for what is
+// delivered where). It returns [ErrQueueFull], wrapped, when the queue has
+// no room for the message, and the error that ended the Conn once a move
+// failed.
+func (c *Conn) WriteMessage(messageType int, data []byte) error {
+	for {
+		c.mu.Lock()
+		if c.werr != nil {
+			err := c.werr
+			c.mu.Unlock()
+			return err
+		}
+		if c.moving {
+			defer c.mu.Unlock()
+			return c.enqueue(messageType, data)
+		}
+		ws := c.ws
+		c.mu.Unlock()
+		err := ws.WriteMessage(messageType, data)
+		if err == nil {
+			return nil
+		}
+		// A write that lost the race with the server's close is queued
+		// for the new connection rather than failed.
+		c.mu.Lock()
+		again := c.moving || c.ws != ws
+		c.mu.Unlock()
+		if !again {
+			return err
+		}
+	}
+}
+
+func (c *Conn) enqueue(messageType int, data []byte) error {
+	maxN, maxB := c.ch.d.MaxQueuedMessages, c.ch.d.MaxQueuedBytes
+	if maxN == 0 {
+		maxN = DefaultMaxQueuedMessages
+	}
+	if maxB == 0 {
+		maxB = DefaultMaxQueuedBytes
+	}
+	if len(c.queue)+1 > maxN || c.queuedBytes+len(data) > maxB {
+		return fmt.Errorf("%w: %d messages, %d bytes waiting for the connection to move", ErrQueueFull, len(c.queue), c.queuedBytes)
+	}
+	c.queue = append(c.queue, Message{Type: messageType, Data: slices.Clone(data)})
+	c.queuedBytes += len(data)
 	return nil
 }
 
-// WriteMessage writes a message to the current connection.
-func (c *Conn) WriteMessage(messageType int, data []byte) error {
-	return c.current().WriteMessage(messageType, data)
-}
-
 // Close sends a normal closure and closes the current connection; a
-// reconnection in progress is abandoned.
+// reconnection in progress is abandoned. Messages still queued for a move
+// are not sent: Close then returns an [*Error] listing them in Unsent.
 func (c *Conn) Close() error {
 	c.mu.Lock()
 	c.closed = true
 	ws := c.ws
+	unsent := c.queue
+	c.queue, c.queuedBytes = nil, 0
 	c.mu.Unlock()
 	ws.WriteControl(websocket.CloseMessage,
 		websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
-	return ws.Close()
+	err := ws.Close()
+	if len(unsent) > 0 {
+		return &Error{Hops: c.Hops(), Err: net.ErrClosed, Unsent: unsent}
+	}
+	return err
 }
 
 // Hops returns the hops that led to the current connection, starting from

@@ -49,6 +49,9 @@ const (
 	DefaultMaxHops       = 10
 	DefaultMaxRetries    = 3
 	DefaultMaxRetryDelay = 30 * time.Second
+
+	DefaultMaxQueuedMessages = 1024
+	DefaultMaxQueuedBytes    = 1 << 20
 )
 
 // Dialer dials WebSocket URLs and follows redirects. The zero value is
@@ -95,6 +98,13 @@ type Dialer struct {
 	// clients refused together do not all return at once. Default: uniform
 	// in [0, 1s + delay/10).
 	Jitter func(delay time.Duration) time.Duration
+
+	// MaxQueuedMessages and MaxQueuedBytes bound what a [Conn] queues while
+	// the server moves it (see [Conn]). Defaults (0): 1024 messages, 1 MiB.
+	// Negative: nothing is queued, and writes during a move fail with
+	// ErrQueueFull.
+	MaxQueuedMessages int
+	MaxQueuedBytes    int
 
 	// sleep waits for d, or until ctx is done and then returns ctx.Err():
 	// a timer, unless a test injects one (export_test.go).

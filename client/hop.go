@@ -19,6 +19,10 @@ var (
 	// the client sends next to the network in clear text, and
 	// [Dialer.AllowDowngrade] is not set.
 	ErrDowngrade = errors.New("wsredirect/client: redirect from wss to ws refused")
+	// ErrQueueFull: a [Conn.WriteMessage] while the connection moves found
+	// the queue full ([Dialer.MaxQueuedMessages], [Dialer.MaxQueuedBytes]);
+	// that message was not queued.
+	ErrQueueFull = errors.New("wsredirect/client: move queue full")
 )
 
 // Hop is one handshake of a chain. [Error], [Dialer.DialTrace] and
@@ -57,6 +61,10 @@ type Error struct {
 	// error returned by [Dialer.CheckRedirect], a network or context error,
 	// or the *websocket.CloseError whose close code could not be followed.
 	Err error
+	// Unsent are the messages a [Conn] queued while the server moved it
+	// and could not deliver because the move failed (or Close came first),
+	// in the order they were written.
+	Unsent []Message
 }
 
 // Error returns the chain followed by the cause, as
