@@ -18,6 +18,41 @@
 //	const ws = new RedirectingWebSocket("wss://chat.example.com/rooms/42?room=42", ["chat.v1"]);
 //	ws.onmessage = (e) => console.log(e.data);
 //	ws.addEventListener("redirect", (e) => console.log("moved", e.detail.from, "->", e.detail.to));
+//	ws.addEventListener("error", (e) => e.detail?.unsent.length && console.warn(e.detail.reason, e.detail.unsent));
+//
+// Moves the app does not notice. Once the app has seen "open", its view
+// stays OPEN while the helper follows a redirect or retry: no close, a
+// "redirect" event, then "open" again for the new connection. What the app
+// sends meanwhile is queued. The delivery contract, which the Go client
+// follows too:
+//
+//   - A message sent before the helper sees the move goes out on the old
+//     connection and reaches the old node's app (but see the gap below):
+//     the server keeps reading until the close handshake completes. The
+//     helper sees the move when the "wsr1 <url>" text message of a long
+//     target arrives, or when the socket leaves OPEN (a browser turns it
+//     CLOSING on the server's close frame, before the close event),
+//     whichever comes first.
+//   - A message sent from then on is queued, and sent in order on the new
+//     connection as soon as it counts as the app's, before "open" is
+//     dispatched and so before anything sent later: it reaches the new
+//     node's app.
+//   - Each message reaches exactly one node's app, or is reported unsent:
+//     an "error" event's detail is { reason, unsent }, unsent being the
+//     data given to send(), in order. reason "queue full": send() found no
+//     room (see maxQueuedMessages); the connection goes on. When the helper
+//     gives up with messages queued, "close" follows, and reason is "move
+//     failed" (a redirect or retry it cannot follow: hop cap, retry cap, a
+//     wait longer than maxRetryDelayMs, a bad target, a new connection
+//     that fails) or "closed" (the connection ended without a move, or the
+//     app closed it).
+//
+// One gap the helper cannot close: a browser sends from its network
+// process, which answers the server's close frame at once, while the page
+// learns of it (readyState CLOSING) a moment later; a message sent in that
+// moment is dropped by the browser without a word (Chromium: about one
+// move in ten with a message every 4 ms, e2e/stream_test.go). An app that
+// cannot lose one needs acknowledgements of its own.
 
 export const SUBPROTOCOL = "wsredirect.v1";
 export const CLOSE_REDIRECT = 4307;
@@ -102,6 +137,30 @@ function retryAfter(body, headers) {
   return Number.isNaN(at) ? null : Math.max(0, (at - Date.now()) / 1000);
 }
 
+// byteLength is what data weighs on the wire: a string as UTF-8 (a lone
+// surrogate as U+FFFD, as send() encodes it), else its bytes.
+function byteLength(data) {
+  if (typeof data !== "string") return data?.byteLength ?? data?.size ?? 0;
+  let n = data.length;
+  for (let i = 0; i < data.length; i++) {
+    const c = data.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c < 0x800) n += 1;
+    else if (c >= 0xd800 && c < 0xdc00 && (data.charCodeAt(i + 1) & 0xfc00) === 0xdc00) { n += 2; i++; }
+    else n += 2;
+  }
+  return n;
+}
+
+// copy keeps a queued buffer as it was when sent, as send() does: the app
+// may reuse it at once. Strings and Blobs cannot change.
+function copy(data) {
+  if (data instanceof ArrayBuffer) return data.slice(0);
+  if (data instanceof DataView) return new DataView(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength));
+  if (ArrayBuffer.isView(data)) return data.slice();
+  return data;
+}
+
 const timeout = (ms) => Math.min(MAX_TIMER, Math.max(0, ms));
 const sleep = (ms) => new Promise((r) => setTimeout(r, timeout(ms)));
 const jitter = (ms) => Math.random() * ms;
@@ -156,11 +215,24 @@ export class RedirectingWebSocket extends EventTarget {
   // "wsredirect.v1", which tells a redirect at open; without it a socket's
   // open waits up to settleMs (50) for a redirect close or an app message.
   //
+  // maxQueuedMessages (1024), maxQueuedBytes (1 MiB): bounds of the queue
+  // of messages sent during a move (see the top of this file); bytes count
+  // a string as UTF-8. A send() with no room left is refused, as the Go
+  // client's write fails with ErrQueueFull: the message is not queued, an
+  // "error" event reports it at once, before send() returns (detail
+  // { reason: "queue full", unsent: [data] }), and the queue and the
+  // connection go on; no "close" follows. A later message that fits is
+  // queued, so the new node may get a stream with holes: an app that needs
+  // what reached the nodes to be a prefix of what it sent calls close() in
+  // its listener, which reports the queue too ("closed") and makes further
+  // send() calls throw.
+  //
   // WebSocket: the constructor to use (tests inject one).
   constructor(url, protocols = [], options = {}) {
     super();
     this._opt = { maxHops: 10, maxRetries: 5, maxRetryDelayMs: 30000, backoffMs: 500, maxBackoffMs: 30000,
       moveJitterMs: 1000, retryJitterMs: 1000, settleMs: 50, resolve: null, WebSocket: globalThis.WebSocket,
+      maxQueuedMessages: 1024, maxQueuedBytes: 1 << 20,
       // An option given as undefined keeps its default: maxHops: undefined
       // must not lift the cap.
       ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
@@ -182,6 +254,12 @@ export class RedirectingWebSocket extends EventTarget {
     this._served = false; // a socket delivered an app message since the last move
     this._idle = 0; // sockets of this chain that counted as the app's but delivered nothing
     this._state = RedirectingWebSocket.CONNECTING;
+    this._opened = false; // the app has seen "open": a move keeps its view OPEN
+    this._holding = false; // a "wsr1 " message is held: a move may be announced
+    this._moving = false; // a redirect or retry close came since a socket last counted as the app's
+    this._queue = []; // { data, size } sent by the app during a move
+    this._queuedBytes = 0;
+    this._why = null; // "closed" once the app closed it
     this._closing = false;
     this._retries = 0;
     this._binaryType = "blob";
@@ -195,13 +273,41 @@ export class RedirectingWebSocket extends EventTarget {
   get readyState() { return this._state; }
   get protocol() { return this._real ? this._ws.protocol : ""; }
   get extensions() { return this._real ? this._ws.extensions : ""; }
-  get bufferedAmount() { return this._ws?.bufferedAmount ?? 0; }
+  get bufferedAmount() { return (this._ws?.bufferedAmount ?? 0) + this._queuedBytes; }
   get binaryType() { return this._binaryType; }
   set binaryType(v) { this._binaryType = v; if (this._ws) this._ws.binaryType = v; }
 
+  // send sends data on the app's socket, or queues it while the connection
+  // moves (see the top of this file). It throws before the first "open" and
+  // once the app closed the socket or the helper gave it up.
   send(data) {
     if (this._state !== RedirectingWebSocket.OPEN) throw new DOMException("not open", "InvalidStateError");
-    this._ws.send(data);
+    if (this._direct()) {
+      this._ws.send(data);
+      return;
+    }
+    const size = byteLength(data);
+    if (this._queue.length + 1 > this._opt.maxQueuedMessages || this._queuedBytes + size > this._opt.maxQueuedBytes) {
+      this._emit("error", { detail: { reason: "queue full", unsent: [data] } }, CustomEvent);
+      return;
+    }
+    this._queue.push({ data: copy(data), size });
+    this._queuedBytes += size;
+  }
+
+  // _direct reports whether a message may go out on the current socket now:
+  // it is the app's and open, no move is announced, nothing waits before it.
+  _direct() {
+    return this._real && !this._holding && this._queue.length === 0 && this._ws.readyState === 1;
+  }
+
+  // _drain sends the queue on the current socket when it may.
+  _drain() {
+    if (this._queue.length === 0 || !this._real || this._holding || this._ws.readyState !== 1) return;
+    const q = this._queue;
+    this._queue = [];
+    this._queuedBytes = 0;
+    for (const m of q) this._ws.send(m.data);
   }
 
   close(code, reason) {
@@ -209,6 +315,7 @@ export class RedirectingWebSocket extends EventTarget {
       throw new DOMException(`close code ${code}`, "InvalidAccessError");
     }
     if (this._state >= RedirectingWebSocket.CLOSING) return;
+    this._why = "closed";
     this._closing = true;
     this._state = RedirectingWebSocket.CLOSING;
     clearTimeout(this._timer);
@@ -260,19 +367,32 @@ export class RedirectingWebSocket extends EventTarget {
     // when the marker was offered and not selected; without the marker, at
     // its first app message or after settleMs without a redirect close.
     let stub = false, pending = false, settle, errored = false, held = null;
+    // What the app sent during a move goes out before "open" is dispatched,
+    // so before anything the app sends from its listener.
     const reveal = () => {
       if (!pending) return;
       pending = false;
       clearTimeout(settle);
       this._real = true;
+      this._opened = true;
+      this._moving = false;
       this._state = this._closing ? RedirectingWebSocket.CLOSING : RedirectingWebSocket.OPEN;
+      if (!this._closing) this._drain();
       this.dispatchEvent(new Event("open"));
     };
     // A "wsr1 " text message may be the target of a "wsr1 +" close that
-    // follows; it is held until the next frame says which it is.
+    // follows; it is held until the next frame says which it is, and the
+    // app's sends are queued meanwhile.
     const flush = () => {
-      if (held !== null && !stub) { reveal(); this._served = true; this._emit("message", { data: held }); }
+      const data = held;
       held = null;
+      this._holding = false;
+      if (data !== null && !stub) {
+        reveal();
+        this._served = true;
+        if (!this._closing) this._drain();
+        this._emit("message", { data });
+      }
     };
     ws.onopen = () => {
       if (ws.protocol === SUBPROTOCOL) { stub = true; return; }
@@ -281,9 +401,12 @@ export class RedirectingWebSocket extends EventTarget {
       else settle = setTimeout(reveal, this._opt.settleMs);
     };
     ws.onmessage = (e) => {
+      if (this._ws !== ws) return;
       flush();
-      if (isRedirectMessage(e.data)) held = e.data;
-      else if (!stub) {
+      if (isRedirectMessage(e.data)) {
+        held = e.data;
+        this._holding = !stub;
+      } else if (!stub) {
         reveal();
         this._served = true;
         this._emit("message", { data: e.data, origin: e.origin, lastEventId: e.lastEventId });
@@ -291,9 +414,10 @@ export class RedirectingWebSocket extends EventTarget {
     };
     ws.onerror = () => { errored = true; };
     ws.onclose = (e) => {
-      if (this._ws !== ws) return;
+      if (this._ws !== ws || this._state === RedirectingWebSocket.CLOSED) return;
       clearTimeout(settle);
       const wasReal = this._real;
+      this._holding = false;
       if (!this._closing && this._follow(e, url, held, wasReal)) return;
       if (!this._closing) reveal(); // it was the app's after all
       if (!(e.code === CLOSE_REDIRECT && e.reason === SEE_MESSAGE)) flush();
@@ -305,6 +429,8 @@ export class RedirectingWebSocket extends EventTarget {
   // false leaves the close, with an error, to the app.
   _follow(e, url, held, wasReal) {
     if (e.code !== CLOSE_REDIRECT && e.code !== CLOSE_RETRY) return false;
+    // From here on, a give-up with messages queued is a move that failed.
+    this._moving = true;
     // A connection that delivered an app message starts a new chain: its
     // hop count says how far this move went, not the first connect. One
     // that only opened does not, or a server that holds each socket past
@@ -326,7 +452,7 @@ export class RedirectingWebSocket extends EventTarget {
       const to = raw && this._vet(raw, url);
       if (!to || this.hops.length >= this._opt.maxHops) return this._fail(e);
       this.hops.push(to);
-      this._state = RedirectingWebSocket.CONNECTING;
+      this._state = this._opened ? RedirectingWebSocket.OPEN : RedirectingWebSocket.CONNECTING;
       this._real = false;
       this._emit("redirect", { detail: { from: url, to, code: e.code, live } }, CustomEvent);
       // A close() from a redirect listener has already queued the close.
@@ -339,7 +465,7 @@ export class RedirectingWebSocket extends EventTarget {
     }
     this._retries++;
     this.hops = [];
-    this._state = RedirectingWebSocket.CONNECTING;
+    this._state = this._opened ? RedirectingWebSocket.OPEN : RedirectingWebSocket.CONNECTING;
     this._real = false;
     this._later(Math.max(secs * 1000 + (jitter(2) - 1) * this._opt.retryJitterMs, backoff), this._first);
     return true;
@@ -355,11 +481,22 @@ export class RedirectingWebSocket extends EventTarget {
     this._timer = setTimeout(() => { if (!this._closing) this._dial(url); }, timeout(ms));
   }
 
+  // _finish ends the app's connection for good. Messages still queued will
+  // never be sent: they are reported in the "error" event that precedes
+  // "close", with why.
   _finish(code, reason, wasClean, error) {
     if (this._state === RedirectingWebSocket.CLOSED) return;
     this._state = RedirectingWebSocket.CLOSED;
     clearTimeout(this._timer);
-    if (error) this.dispatchEvent(new Event("error"));
+    const unsent = this._queue.map((m) => m.data);
+    this._queue = [];
+    this._queuedBytes = 0;
+    if (unsent.length > 0 || (error && this._moving)) {
+      const why = this._why ?? (this._moving ? "move failed" : "closed");
+      this._emit("error", { detail: { reason: why, unsent } }, CustomEvent);
+    } else if (error) {
+      this.dispatchEvent(new Event("error"));
+    }
     this._emit("close", { code, reason, wasClean }, globalThis.CloseEvent ?? null);
   }
 
