@@ -1,8 +1,10 @@
 package wsredirect
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"time"
@@ -259,8 +261,10 @@ func (m *Middleware) DrainMember(id string, since time.Time, ramp time.Duration)
 
 // setFleet swaps in the fleet built from edit's result.
 func (m *Middleware) setFleet(op string, edit func(current []Member) ([]Member, error)) error {
-	return m.update(func(s *State) error {
+	var old, now *fleet
+	err := m.update(func(s *State) error {
 		members, err := edit(s.Members())
+		old = s.fleet
 		if err == nil {
 			s.fleet, err = newFleet(members, s.self, s.fleet)
 		}
@@ -270,8 +274,43 @@ func (m *Middleware) setFleet(op string, edit func(current []Member) ([]Member, 
 		if err != nil {
 			return errorf("%s: %v", op, err)
 		}
+		now = s.fleet
 		return nil
 	})
+	if err == nil {
+		m.State().logChange(old, now)
+	}
+	return err
+}
+
+// logChange tells the logger what a fleet swap changed: the member count
+// when the set changed, and each drain that started or ended.
+func (s *State) logChange(old, now *fleet) {
+	if s.logger == nil {
+		return
+	}
+	ctx := context.Background()
+	if !samePlacement(old.members, now.members) || !slices.EqualFunc(old.members, now.members, func(a, b Member) bool { return a.URL == b.URL }) {
+		s.logger.LogAttrs(ctx, slog.LevelInfo, "wsredirect: members changed",
+			slog.Int("members", len(now.members)), slog.Int("before", len(old.members)), slog.Int("draining", len(now.drainers)))
+	}
+	was := map[string]Member{}
+	for _, i := range old.drainers {
+		was[old.members[i].ID] = old.members[i]
+	}
+	for _, i := range now.drainers {
+		m := now.members[i]
+		if w, ok := was[m.ID]; !ok || !w.DrainingSince.Equal(m.DrainingSince) || w.DrainRamp != m.DrainRamp {
+			s.logger.LogAttrs(ctx, slog.LevelInfo, "wsredirect: member drains",
+				slog.String("member", m.ID), slog.Time("since", m.DrainingSince), slog.Duration("ramp", m.DrainRamp), slog.Int("draining", len(now.drainers)))
+		}
+		delete(was, m.ID)
+	}
+	for id := range was {
+		if slices.ContainsFunc(now.members, func(m Member) bool { return m.ID == id }) {
+			s.logger.LogAttrs(ctx, slog.LevelInfo, "wsredirect: member undrained", slog.String("member", id), slog.Int("draining", len(now.drainers)))
+		}
+	}
 }
 
 func (s *State) needsMembers() bool {

@@ -3,6 +3,7 @@ package wsredirect
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -113,10 +114,13 @@ func (m *Middleware) MoveConns(ctx context.Context, opts MoveOptions) (moved, cu
 	}
 	m.live.mu.Unlock()
 
+	start := time.Now()
 	for len(todo) > 0 && ctx.Err() == nil {
 		n := min(opts.Batch, len(todo))
 		bm, bc := s.moveBatch(ctx, todo[:n], opts.Grace)
 		moved, cut = moved+bm, cut+bc
+		m.moved.Add(uint64(bm))
+		m.cut.Add(uint64(bc))
 		todo = todo[n:]
 		if len(todo) == 0 {
 			break
@@ -130,7 +134,17 @@ func (m *Middleware) MoveConns(ctx context.Context, opts MoveOptions) (moved, cu
 		// Re-read the state: a drain may have ended meanwhile.
 		s = m.state.Load()
 	}
+	if s.logger != nil && moved+cut > 0 {
+		s.logger.LogAttrs(ctx, slog.LevelInfo, "wsredirect: moved connections",
+			slog.Int("moved", moved), slog.Int("cut", cut), slog.Int("left", len(todo)), slog.Duration("took", time.Since(start)))
+	}
 	return moved, cut, ctx.Err()
+}
+
+// Moves returns how many connections [Middleware.MoveConns] has moved and
+// cut since the Middleware was built, for metrics.
+func (m *Middleware) Moves() (moved, cut uint64) {
+	return m.moved.Load(), m.cut.Load()
 }
 
 // moveBatch sends each connection of batch that should move its close

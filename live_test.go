@@ -61,6 +61,9 @@ func TestMoveConns(t *testing.T) {
 	moved, cut, err = mw.MoveConns(context.Background(), MoveOptions{Batch: 5, Interval: 2 * time.Millisecond})
 	require.NoError(t, err)
 	assert.Zero(t, cut, "every client reads: none is cut")
+	tm, tc := mw.Moves()
+	assert.Equal(t, uint64(len(keys)), tm, "Moves counts for metrics")
+	assert.Zero(t, tc)
 	assert.Equal(t, len(keys), moved)
 	for i, c := range conns {
 		ce, _ := readClose(t, c)

@@ -3,6 +3,7 @@ package wsredirect
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -59,9 +60,18 @@ type Options struct {
 
 	// OnDecision, when set, is called once for every upgrade request with
 	// the decision taken (Pass when nothing redirected or refused), before
-	// the response is written. It runs on the request path: keep it fast.
-	// Default: nil, which costs nothing.
+	// the response is written, with Decision.Close and Decision.Elapsed
+	// filled in. It runs on the request path: keep it fast. Metrics hook in
+	// here (package prom in this repository). Default: nil, which costs
+	// nothing.
 	OnDecision func(r *http.Request, d Decision)
+
+	// Logger receives what the middleware has to say: membership changes
+	// and drains starting or ending at Info (counts, not lists), rule bugs
+	// (a panic, a redirect without a target, a bad status) at Error with
+	// the rule's name, and each decision at Debug. Default: nil, no logging
+	// and no cost.
+	Logger *slog.Logger
 }
 
 // State is the immutable configuration an upgrade request is decided
@@ -74,6 +84,7 @@ type State struct {
 	httpLocation   bool
 	trustForwarded bool
 	onDecision     func(*http.Request, Decision)
+	logger         *slog.Logger
 	mode           Mode
 	origins        []originPattern
 
@@ -99,8 +110,9 @@ func (s *State) Host(r *http.Request) string {
 // Middleware redirects WebSocket upgrade requests. Build it with [New]; it is
 // safe for concurrent use, including the Set methods while serving.
 type Middleware struct {
-	state atomic.Pointer[State]
-	live  liveSet
+	state      atomic.Pointer[State]
+	live       liveSet
+	moved, cut atomic.Uint64 // by MoveConns, since New
 }
 
 // New checks opts and builds a Middleware. Errors name the option or rule at
@@ -110,6 +122,7 @@ func New(opts Options) (*Middleware, error) {
 		httpLocation:    opts.HTTPLocation,
 		trustForwarded:  opts.TrustForwardedHost,
 		onDecision:      opts.OnDecision,
+		logger:          opts.Logger,
 		mode:            opts.Mode,
 		drainRetryAfter: opts.DrainRetryAfter,
 		now:             time.Now,
@@ -169,15 +182,35 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := h.m.state.Load()
+	observed := s.onDecision != nil || s.logger != nil
+	var start time.Time
+	if observed {
+		start = time.Now()
+	}
 	d := s.decide(r)
-	if s.onDecision != nil {
-		s.onDecision(r, d)
+	if observed {
+		s.observe(r, &d, start)
 	}
 	if d.Action == Pass {
 		h.next.ServeHTTP(w, r)
 		return
 	}
 	s.respond(w, r, d)
+}
+
+// observe completes d for Options.OnDecision and reports it there and to
+// the logger.
+func (s *State) observe(r *http.Request, d *Decision, start time.Time) {
+	d.Elapsed = time.Since(start)
+	d.Close = d.Action != Pass && s.closeMode(r) && (d.Action == Redirect || d.Status == http.StatusServiceUnavailable)
+	if s.onDecision != nil {
+		s.onDecision(r, *d)
+	}
+	if s.logger != nil && s.logger.Enabled(r.Context(), slog.LevelDebug) {
+		s.logger.LogAttrs(r.Context(), slog.LevelDebug, "wsredirect: upgrade decided",
+			slog.String("action", d.Action.String()), slog.String("rule", d.Rule), slog.String("target", d.Target.String()),
+			slog.String("member", d.Member), slog.Int("status", d.Status), slog.Bool("close", d.Close))
+	}
 }
 
 // mayUpgrade is the inlined fast path for ordinary requests: one header
@@ -256,7 +289,10 @@ func (s *State) decide(r *http.Request) Decision {
 	}
 	for i := range s.rules {
 		rule := &s.rules[i]
-		d := rule.fn(r, s)
+		d, panicked := s.run(rule, r)
+		if panicked != nil {
+			return s.ruleBug(r, Decision{Rule: rule.name}, fmt.Sprintf("panic: %v", panicked))
+		}
 		if d.Action == Pass {
 			continue
 		}
@@ -264,30 +300,45 @@ func (s *State) decide(r *http.Request) Decision {
 		switch d.Action {
 		case Redirect:
 			if d.Target == nil || d.Target.ws == "" {
-				return ruleBug(d, "redirect without a target (build targets with ParseTarget)")
+				return s.ruleBug(r, d, "redirect without a target (build targets with ParseTarget)")
 			}
 			if d.Target.Equal(s.self) && (d.Path == "" || d.Path == r.URL.EscapedPath()) {
 				// Sent to the very node and path it asked for.
-				return Decision{Action: Pass, Target: d.Target, Rule: d.Rule}
+				return Decision{Action: Pass, Target: d.Target, Rule: d.Rule, Member: d.Member}
 			}
 			d.Status = redirectStatus(rule.status, r.Method)
 		case Refuse:
 			if d.Status == 0 {
 				d.Status = http.StatusServiceUnavailable
 			} else if d.Status < 400 || d.Status > 599 {
-				return ruleBug(d, fmt.Sprintf("refusal status %d", d.Status))
+				return s.ruleBug(r, d, fmt.Sprintf("refusal status %d", d.Status))
 			}
 		default:
-			return ruleBug(d, "unknown action "+d.Action.String())
+			return s.ruleBug(r, d, "unknown action "+d.Action.String())
 		}
 		return d
 	}
 	return Decision{}
 }
 
+// run asks one rule, turning its panic into a value: a user rule's bug
+// must not take the request (or, under http.ErrAbortHandler's rules, the
+// connection) down unexplained.
+func (s *State) run(rule *Rule, r *http.Request) (d Decision, panicked any) {
+	defer func() {
+		if p := recover(); p != nil {
+			panicked = p
+		}
+	}()
+	return rule.fn(r, s), nil
+}
+
 // ruleBug turns a decision no response can carry into a 500, so a broken
-// user rule shows up instead of being guessed around.
-func ruleBug(d Decision, why string) Decision {
+// user rule shows up instead of being guessed around, and logs it.
+func (s *State) ruleBug(r *http.Request, d Decision, why string) Decision {
+	if s.logger != nil {
+		s.logger.LogAttrs(r.Context(), slog.LevelError, "wsredirect: rule bug", slog.String("rule", d.Rule), slog.String("error", why))
+	}
 	return Decision{Action: Refuse, Status: http.StatusInternalServerError, Rule: d.Rule + ": " + why}
 }
 

@@ -1,6 +1,8 @@
 package wsredirect
 
 import (
+	"bytes"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -282,6 +284,10 @@ func TestOnDecision(t *testing.T) {
 	run(t, mw, upgradeTo("http://a.example.com/nowhere"))
 	run(t, mw, httptest.NewRequest(http.MethodGet, "http://a.example.com/there/1", nil))
 	require.Len(t, got, 3, "told once per upgrade, never for plain requests")
+	for i := range got {
+		assert.Positive(t, got[i].Elapsed, "the rules' time is reported")
+		got[i].Elapsed = 0
+	}
 	assert.Equal(t, Redirect, got[0].Action)
 	assert.Equal(t, "path", got[0].Rule)
 	assert.Equal(t, 307, got[0].Status)
@@ -409,4 +415,54 @@ func TestRedirectAllocs(t *testing.T) {
 		assert.LessOrEqual(t, got, tc.max, "%s", tc.rule.Name())
 		assert.Equal(t, http.StatusTemporaryRedirect, w.code)
 	}
+}
+
+// TestLogger: membership changes and drains at Info with counts, rule bugs
+// at Error with the rule's name, decisions at Debug; a panicking rule is a
+// 500, not a crashed request.
+func TestLogger(t *testing.T) {
+	var buf bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	panics := NewRule("panics", func(r *http.Request, _ *State) Decision {
+		if r.URL.Path == "/boom" {
+			panic("boom")
+		}
+		return Decision{}
+	})
+	mw := MustNew(Options{Self: abc[0].URL, Members: abc, Logger: logger, Rules: []Rule{panics, Shard(QueryKey("room"))}})
+
+	w := run(t, mw, upgradeTo("http://a.example.com/boom"))
+	assert.Equal(t, http.StatusInternalServerError, w.Code)
+	assert.Contains(t, buf.String(), `level=ERROR msg="wsredirect: rule bug" rule=panics error="panic: boom"`)
+
+	buf.Reset()
+	run(t, mw, roomRequest("x"))
+	assert.Contains(t, buf.String(), `level=DEBUG msg="wsredirect: upgrade decided" action=`)
+
+	buf.Reset()
+	since := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	require.NoError(t, mw.DrainMember("b", since, time.Minute))
+	assert.Contains(t, buf.String(), `level=INFO msg="wsredirect: member drains" member=b since=2026-11-26T12:00:00.000Z ramp=1m0s draining=1`)
+	assert.NotContains(t, buf.String(), "members changed", "a drain is not a membership change")
+	buf.Reset()
+	require.NoError(t, mw.DrainMember("b", time.Time{}, 0))
+	assert.Contains(t, buf.String(), `level=INFO msg="wsredirect: member undrained" member=b draining=0`)
+	buf.Reset()
+	require.NoError(t, mw.SetMembers(abc[:2]...))
+	assert.Contains(t, buf.String(), `level=INFO msg="wsredirect: members changed" members=2 before=3 draining=0`)
+}
+
+// TestDecisionReport: what OnDecision learns beyond the rule's outcome.
+func TestDecisionReport(t *testing.T) {
+	var got Decision
+	mw := MustNew(Options{Self: abc[1].URL, Members: abc, OnDecision: func(_ *http.Request, d Decision) { got = d }, Rules: []Rule{Shard(QueryKey("room"))}})
+	key := keysOwnedBy(t, mw.State().fleet, "c", 1)[0]
+	run(t, mw, roomRequest(key))
+	assert.Equal(t, "c", got.Member)
+	assert.False(t, got.Close, "no Origin: a status")
+	r := roomRequest(key)
+	r.Header.Set("Origin", "http://b.example.com")
+	w := httptest.NewRecorder()
+	mw.Handler(nop).ServeHTTP(w, r) // the recorder cannot be hijacked: the close attempt fails, the report stands
+	assert.True(t, got.Close, "a browser: a close frame")
 }

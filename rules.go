@@ -52,6 +52,15 @@ type Decision struct {
 	RetryAfter time.Duration
 	// Rule is the name of the rule that decided; the engine sets it.
 	Rule string
+	// Member is the ID of the fleet member a Shard rule chose ("" for
+	// other rules); the engine sets it.
+	Member string
+
+	// Close and Elapsed are set by the middleware for Options.OnDecision:
+	// whether the answer went out as a close frame (browsers) rather than
+	// a status, and how long the rules took. Rules leave them zero.
+	Close   bool
+	Elapsed time.Duration
 }
 
 // RuleFunc is the shape of every rule, built in or written by users: given an

@@ -96,7 +96,7 @@ func Shard(key KeyFunc) Rule {
 		if owner < 0 {
 			return Decision{Action: Refuse, RetryAfter: s.drainRetryAfter}
 		}
-		return Decision{Action: Redirect, Target: s.fleet.targets[owner]}
+		return Decision{Action: Redirect, Target: s.fleet.targets[owner], Member: s.fleet.members[owner].ID}
 	})
 	r.needsMembers = true
 	return r
