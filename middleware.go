@@ -334,12 +334,13 @@ func (s *State) run(rule *Rule, r *http.Request) (d Decision, panicked any) {
 }
 
 // ruleBug turns a decision no response can carry into a 500, so a broken
-// user rule shows up instead of being guessed around, and logs it.
+// user rule shows up instead of being guessed around, and logs why (the
+// Decision names only the rule, so metrics labelled by it stay bounded).
 func (s *State) ruleBug(r *http.Request, d Decision, why string) Decision {
 	if s.logger != nil {
 		s.logger.LogAttrs(r.Context(), slog.LevelError, "wsredirect: rule bug", slog.String("rule", d.Rule), slog.String("error", why))
 	}
-	return Decision{Action: Refuse, Status: http.StatusInternalServerError, Rule: d.Rule + ": " + why}
+	return Decision{Action: Refuse, Status: http.StatusInternalServerError, Rule: d.Rule}
 }
 
 // forwardedHost returns the first host a proxy forwarded, or "".
