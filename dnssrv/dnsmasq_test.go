@@ -338,7 +338,7 @@ func TestWatchDNSMasq(t *testing.T) {
 		require.EventuallyWithT(t, func(c *assert.CollectT) {
 			assert.Equal(c, []wsredirect.Member{a, b}, members())
 		}, waitFor, tick)
-		assert.True(t, logs.hasRecord(0, "INFO dnssrv: members changed", "members=2", "[node-a.test:9001 node-b.test:9002]"), logs.since(0))
+		assert.True(t, logs.hasRecord(0, "INFO dnssrv: members changed", "members=2", "added=[node-a.test:9001 node-b.test:9002] removed=[seed]"), logs.since(0))
 
 		// The node finds itself among the members: it serves its keys and
 		// sends the others to b.
@@ -384,6 +384,7 @@ func TestWatchDNSMasq(t *testing.T) {
 		require.EventuallyWithT(t, func(col *assert.CollectT) {
 			assert.Equal(col, []wsredirect.Member{drainedA, c}, members(), "a's drain kept")
 		}, waitFor, tick)
+		assert.True(t, logs.hasRecord(0, "INFO dnssrv: members changed", "added=[node-c.test:9003] removed=[node-b.test:9002]"), logs.since(0))
 	})
 	want := []wsredirect.Member{drainedA, c}
 

@@ -190,7 +190,8 @@ func (c *config) sync(ctx context.Context, mw *wsredirect.Middleware, failing bo
 	if failing {
 		c.logger.InfoContext(ctx, "dnssrv: lookup succeeded again", "name", c.qname, "members", len(ms))
 	}
-	next, changed := merge(mw.State().Members(), ms)
+	current := mw.State().Members()
+	next, changed := merge(current, ms)
 	if !changed {
 		return false
 	}
@@ -198,7 +199,8 @@ func (c *config) sync(ctx context.Context, mw *wsredirect.Middleware, failing bo
 		c.logger.WarnContext(ctx, "dnssrv: members refused; the members in force stay", "name", c.qname, "err", err)
 		return false
 	}
-	c.logger.InfoContext(ctx, "dnssrv: members changed", "name", c.qname, "members", len(next), "ids", memberIDs(next))
+	c.logger.InfoContext(ctx, "dnssrv: members changed", "name", c.qname, "members", len(next),
+		"added", missing(next, current), "removed", missing(current, next))
 	return false
 }
 
@@ -246,7 +248,7 @@ func merge(current, next []wsredirect.Member) (out []wsredirect.Member, changed 
 	}
 	out = slices.Clone(next)
 	for i := range out {
-		j, ok := slices.BinarySearchFunc(current, out[i].ID, func(m wsredirect.Member, id string) int { return strings.Compare(m.ID, id) })
+		j, ok := slices.BinarySearchFunc(current, out[i].ID, byID)
 		if ok {
 			out[i].DrainingSince, out[i].DrainRamp = current[j].DrainingSince, current[j].DrainRamp
 		}
@@ -254,10 +256,15 @@ func merge(current, next []wsredirect.Member) (out []wsredirect.Member, changed 
 	return out, true
 }
 
-func memberIDs(ms []wsredirect.Member) []string {
-	ids := make([]string, len(ms))
-	for i, m := range ms {
-		ids[i] = m.ID
+// missing returns the IDs of a's members that b, sorted by ID, lacks.
+func missing(a, b []wsredirect.Member) []string {
+	var ids []string
+	for _, m := range a {
+		if _, ok := slices.BinarySearchFunc(b, m.ID, byID); !ok {
+			ids = append(ids, m.ID)
+		}
 	}
 	return ids
 }
+
+func byID(m wsredirect.Member, id string) int { return strings.Compare(m.ID, id) }
