@@ -1,0 +1,11 @@
+package client_test
+
+import (
+	"testing"
+
+	"github.com/wsredirect/wsredirect/internal/leakcheck"
+)
+
+// TestMain fails the package's tests when goroutines they started outlive
+// them: servers, connections, reconnecting clients (issue 11).
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }
