@@ -72,14 +72,17 @@ type Message struct {
 
 // Connect dials like [Dialer.DialContext] and returns a [Conn] that follows
 // close-code redirects. The Dialer is copied: later changes to it do not
-// affect the Conn.
+// affect the Conn. The copy shares the Dialer's memory of redirects
+// ([Dialer.RememberRedirects]): where the Conn is moved to is remembered
+// for the Dialer's next dial of urlStr.
 func (d *Dialer) Connect(ctx context.Context, urlStr string, requestHeader http.Header) (*Conn, *http.Response, error) {
+	d.memory() // created before the copy, so that the copy shares it
 	dd := *d
 	ch, err := newChain(&dd, urlStr, requestHeader)
 	if err != nil {
 		return nil, nil, err
 	}
-	ws, resp, err := ch.run(ctx, ch.first)
+	ws, resp, err := ch.start(ctx)
 	if err != nil {
 		return nil, resp, err
 	}
@@ -209,7 +212,7 @@ func (c *Conn) move(ctx context.Context, ws *websocket.Conn, readErr error) erro
 		// Back where the caller sent us, as the caller sent us: that is
 		// not a redirect, so the loop memory and hop count start afresh.
 		ch.loopFrom, ch.redirects = len(ch.hops), 0
-		ch.header = ch.firstHeader.Clone()
+		ch.header, ch.dropped = ch.firstHeader.Clone(), false
 		next = ch.first
 	default:
 		return readErr

@@ -20,7 +20,12 @@
 //     can veto a hop or deliberately add credentials back;
 //   - a 503 with Retry-After is retried after that delay plus jitter, a
 //     bounded number of times;
-//   - the context bounds the whole chain, waits included.
+//   - the context bounds the whole chain, waits included;
+//   - the final URL of a chain is remembered for the URL first dialled
+//     ([Dialer.RememberRedirects], 10 minutes), and the next dial of that
+//     URL goes there first, skipping the redirect. The memory is only a
+//     first guess: the server there decides, so a stale one costs one more
+//     redirect, and a target that fails falls back to the URL as given.
 //
 // [Dialer.Connect] returns a [Conn] that also follows the close-code
 // redirects of wsredirect (CloseRedirect, CloseRetry) under the same rules,
@@ -40,6 +45,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/gorilla/websocket"
 )
@@ -82,7 +88,10 @@ type Dialer struct {
 	// holds for the rest of the chain (and is dropped again at the next
 	// change of origin). via lists the hops so far, the redirecting one
 	// last; it must not be modified or kept. A non-nil error stops the
-	// chain and is returned inside an [*Error].
+	// chain and is returned inside an [*Error]. Before a remembered
+	// target is dialled (see RememberRedirects), via is one Hop that was
+	// not dialled: the first URL, with the target as Location; an error
+	// then only skips the memory.
 	CheckRedirect func(next *url.URL, header http.Header, via []Hop) error
 
 	// MaxRetries caps how many times a chain waits and tries again after a
@@ -106,9 +115,36 @@ type Dialer struct {
 	MaxQueuedMessages int
 	MaxQueuedBytes    int
 
+	// RememberRedirects is how long the final URL of a redirect chain is
+	// remembered for the URL first dialled (with the Host override, if
+	// any): a later dial of that URL, by this Dialer or a copy made after
+	// its first dial (Connect's included), goes to the remembered target
+	// first, saving the redirect on reconnects. The server still decides:
+	// a target that no longer holds the URL redirects onward (one more
+	// redirect, and the memory is updated); one that fails to open — a
+	// network error or any status other than 101 or a redirect — is
+	// followed by a dial of the URL as given, the memory dropped; the
+	// [Hop] of a remembered target has Remembered set. The target gets the
+	// header the chain sent there: the caller's, credentials dropped if the
+	// chain dropped them or the target's origin differs from the first
+	// URL's, and CheckRedirect is asked as for a redirect (a veto skips the
+	// memory). wss is not left for ws unless AllowDowngrade, nor is the
+	// memory used with MaxHops negative. A close-code move of a [Conn]
+	// updates the memory too; a chain that ends on the URL first dialled
+	// (a 503 retried, a CloseRetry) clears it. At most [MaxRemembered]
+	// URLs are kept, the one stored longest ago forgotten first; an entry
+	// expires RememberRedirects after the chain that stored it, whether or
+	// not it was used since. Default (0): 10 minutes. Negative: off, no
+	// dial looks anything up or stores anything.
+	RememberRedirects time.Duration
+
 	// sleep waits for d, or until ctx is done and then returns ctx.Err():
 	// a timer, unless a test injects one (export_test.go).
 	sleep func(ctx context.Context, d time.Duration) error
+
+	// memo is the *memory of RememberRedirects, created on first use
+	// (see Dialer.memory).
+	memo unsafe.Pointer
 }
 
 // Dial is [Dialer.DialContext] with context.Background. It hides gorilla's
@@ -126,7 +162,7 @@ func (d *Dialer) DialContext(ctx context.Context, urlStr string, requestHeader h
 	if err != nil {
 		return nil, nil, err
 	}
-	return c.run(ctx, c.first)
+	return c.start(ctx)
 }
 
 // DialTrace is [Dialer.DialContext] that also returns the hops taken, the
@@ -136,7 +172,7 @@ func (d *Dialer) DialTrace(ctx context.Context, urlStr string, requestHeader htt
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	ws, resp, err := c.run(ctx, c.first)
+	ws, resp, err := c.start(ctx)
 	return ws, resp, c.hops, err
 }
 
@@ -145,13 +181,20 @@ func (d *Dialer) DialTrace(ctx context.Context, urlStr string, requestHeader htt
 type chain struct {
 	d           *Dialer
 	first       *url.URL
+	firstURL    string      // first.String()
 	firstHeader http.Header // the caller's header plus user info credentials
 	header      http.Header // what the next hop sends
+	dropped     bool        // credentials were dropped from header
 	cur         *url.URL    // the URL dialled last
 	hops        []Hop
 	loopFrom    int // hops before this index are not checked for loops
 	redirects   int
 	retries     int
+
+	mem      *memory // nil: RememberRedirects is off
+	key      string  // the chain's key in mem
+	guess    bool    // the hop being dialled is the remembered target
+	guessURL string  // that target's String()
 }
 
 func newChain(d *Dialer, urlStr string, requestHeader http.Header) (*chain, error) {
@@ -174,7 +217,20 @@ func newChain(d *Dialer, urlStr string, requestHeader http.Header) (*chain, erro
 		}
 		u.User = nil
 	}
-	return &chain{d: d, first: u, firstHeader: h, header: h.Clone()}, nil
+	c := &chain{d: d, first: u, firstURL: u.String(), firstHeader: h, header: h.Clone(), mem: d.memory()}
+	if c.mem != nil {
+		c.key = memoryKey(c.firstURL, h)
+	}
+	return c, nil
+}
+
+// start dials the remembered target of the first URL if there is one, and
+// the first URL otherwise.
+func (c *chain) start(ctx context.Context) (*websocket.Conn, *http.Response, error) {
+	if u := c.recall(); u != nil {
+		return c.run(ctx, u)
+	}
+	return c.run(ctx, c.first)
 }
 
 // canonicalize maps http(s) to ws(s) and drops what does not name the
@@ -208,7 +264,13 @@ func canonicalize(u *url.URL) error {
 func (c *chain) run(ctx context.Context, u *url.URL) (*websocket.Conn, *http.Response, error) {
 	for {
 		c.cur = u
-		hop := Hop{URL: u.String()}
+		hop := Hop{URL: c.firstURL, Remembered: c.guess}
+		switch {
+		case c.guess:
+			hop.URL = c.guessURL
+		case u != c.first:
+			hop.URL = u.String()
+		}
 		start := time.Now()
 		ws, resp, err := c.dialHop(ctx, hop.URL)
 		hop.Elapsed = time.Since(start)
@@ -218,15 +280,24 @@ func (c *chain) run(ctx context.Context, u *url.URL) (*websocket.Conn, *http.Res
 		}
 		if err == nil {
 			c.hops = append(c.hops, hop)
+			c.remember(hop.URL, u)
 			return ws, resp, nil
 		}
+		if c.guess && !isRedirect(hop.Status) && ctx.Err() == nil {
+			// The remembered target is down or will not have us: the
+			// URL as given, where the server decides afresh.
+			c.hops = append(c.hops, hop)
+			c.fallBack(hop.URL)
+			u = c.first
+			continue
+		}
+		c.guess = false
 		if resp == nil {
 			c.hops = append(c.hops, hop)
 			return nil, nil, c.fail(ctx, err)
 		}
-		switch hop.Status {
-		case http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther,
-			http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		switch {
+		case isRedirect(hop.Status):
 			c.hops = append(c.hops, hop)
 			if hop.Location == "" {
 				return nil, resp, c.fail(ctx, err)
@@ -236,7 +307,7 @@ func (c *chain) run(ctx context.Context, u *url.URL) (*websocket.Conn, *http.Res
 				return nil, resp, c.fail(ctx, ferr)
 			}
 			u = next
-		case http.StatusServiceUnavailable:
+		case hop.Status == http.StatusServiceUnavailable:
 			after, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 			hop.RetryAfter = after
 			c.hops = append(c.hops, hop)
@@ -254,6 +325,15 @@ func (c *chain) run(ctx context.Context, u *url.URL) (*websocket.Conn, *http.Res
 			return nil, resp, c.fail(ctx, err)
 		}
 	}
+}
+
+func isRedirect(status int) bool {
+	switch status {
+	case http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther,
+		http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		return true
+	}
+	return false
 }
 
 // dialHop makes one handshake. gorilla bounds the handshake by the
@@ -326,9 +406,8 @@ func (c *chain) follow(cur *url.URL, loc string) (*url.URL, error) {
 		}
 	}
 	if next.Scheme != cur.Scheme || next.Host != cur.Host {
-		for _, k := range [...]string{"Authorization", "Cookie", "Proxy-Authorization", "Host"} {
-			delete(c.header, k)
-		}
+		dropCredentials(c.header)
+		c.dropped = true
 	}
 	if c.d.CheckRedirect != nil {
 		n := *next
@@ -338,6 +417,13 @@ func (c *chain) follow(cur *url.URL, loc string) (*url.URL, error) {
 	}
 	c.redirects++
 	return next, nil
+}
+
+// dropCredentials removes what must not follow a change of origin.
+func dropCredentials(h http.Header) {
+	for _, k := range [...]string{"Authorization", "Cookie", "Proxy-Authorization", "Host"} {
+		delete(h, k)
+	}
 }
 
 // errNoRetry is a wait the dialer will not make.

@@ -47,6 +47,10 @@ type Hop struct {
 	// Elapsed is the time from the start of this hop's dial to its
 	// response or failure.
 	Elapsed time.Duration
+	// Remembered: the URL was not sent by a server in this chain but
+	// recalled from an earlier one ([Dialer.RememberRedirects]); it is
+	// then the first hop.
+	Remembered bool
 }
 
 // Error is a dial that did not end in an open connection, with the chain
@@ -68,7 +72,8 @@ type Error struct {
 }
 
 // Error returns the chain followed by the cause, as
-// "wsredirect/client: ws://a/x 307 → ws://b/x 307 → ws://a/x: redirect loop".
+// "wsredirect/client: ws://a/x 307 → ws://b/x 307 → ws://a/x: redirect loop";
+// a remembered hop reads "ws://b/x (remembered) 307".
 func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString("wsredirect/client: ")
@@ -77,6 +82,9 @@ func (e *Error) Error() string {
 			b.WriteString(" → ")
 		}
 		b.WriteString(h.URL)
+		if h.Remembered {
+			b.WriteString(" (remembered)")
+		}
 		if h.Status != 0 {
 			b.WriteByte(' ')
 			b.WriteString(strconv.Itoa(h.Status))

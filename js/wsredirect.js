@@ -64,6 +64,8 @@ const RETRY = V1 + "retry=";
 const MAX_RETRY = 86400; // wire.MaxRetry, a day: a reason asking for more is refused
 const MAX_TIMER = 2 ** 31 - 1; // setTimeout's longest delay in ms: Node fires a longer one at once, browsers wrap it
 const TYPES = ["open", "message", "close", "error", "redirect"];
+const MEMORY_KEY = "wsredirect.remembered"; // the storage item holding the memory of redirects
+export const MAX_REMEMBERED = 100; // URLs the memory holds; one more forgets the one stored longest ago
 
 // parseRedirect mirrors Go's ParseRedirect: the target as sent (still to be
 // resolved and vetted), or null when the reason is not version 1 or the
@@ -161,6 +163,90 @@ function copy(data) {
   return data;
 }
 
+// inMemory holds the memory of redirects where sessionStorage is missing or
+// refused (Node, a sandboxed frame): one store per WebSocket constructor,
+// shared by every helper of the page or process that uses it, as
+// sessionStorage would be. Per constructor, because a page or process has
+// one, while each fake server of a test is one of its own.
+const inMemory = new WeakMap();
+
+function memoryStore(key) {
+  let store = inMemory.get(key);
+  if (!store) {
+    const items = new Map();
+    store = {
+      getItem: (k) => items.get(k) ?? null,
+      setItem: (k, v) => { items.set(k, String(v)); },
+      removeItem: (k) => { items.delete(k); },
+    };
+    inMemory.set(key, store);
+  }
+  return store;
+}
+
+// defaultStorage is sessionStorage when it works, else the in-memory store
+// of ctor. Reading the property itself throws where storage is denied.
+function defaultStorage(ctor) {
+  try {
+    const s = globalThis.sessionStorage;
+    if (s) {
+      s.getItem(MEMORY_KEY);
+      return s;
+    }
+  } catch { /* denied */ }
+  return memoryStore(Object(ctor));
+}
+
+// Memory of redirects: where a chain that started at a URL ended, so the
+// next connection to that URL dials there first. One storage item holds a
+// JSON object { [url]: { to, at } }, at being Date.now() when stored. Every
+// storage error reads as an empty memory: the memory is only a first guess.
+function readMemory(storage) {
+  try {
+    const m = JSON.parse(storage.getItem(MEMORY_KEY) ?? "{}");
+    return m && typeof m === "object" && !Array.isArray(m) ? m : {};
+  } catch {
+    return {};
+  }
+}
+
+function writeMemory(storage, m) {
+  try {
+    if (Object.keys(m).length === 0) storage.removeItem(MEMORY_KEY);
+    else storage.setItem(MEMORY_KEY, JSON.stringify(m));
+  } catch { /* full or denied: not remembered */ }
+}
+
+// recall returns the target remembered for url less than ttlMs ago, or null.
+function recall(storage, url, ttlMs) {
+  const m = readMemory(storage);
+  const e = Object.hasOwn(m, url) ? m[url] : null;
+  if (!e || typeof e.to !== "string" || typeof e.at !== "number") return null;
+  const age = Date.now() - e.at;
+  return age >= 0 && age < ttlMs ? e.to : null;
+}
+
+// remember stores url -> to, forgetting expired entries and, past
+// MAX_REMEMBERED, those stored longest ago.
+function remember(storage, url, to, ttlMs) {
+  const m = readMemory(storage);
+  const now = Date.now();
+  delete m[url];
+  for (const [k, e] of Object.entries(m)) if (!(now - e?.at < ttlMs)) delete m[k];
+  const keys = Object.keys(m).sort((a, b) => m[a].at - m[b].at);
+  for (const k of keys.slice(0, Math.max(0, keys.length - (MAX_REMEMBERED - 1)))) delete m[k];
+  m[url] = { to, at: now };
+  writeMemory(storage, m);
+}
+
+// forget drops url's entry; with to, only while it still points there.
+function forget(storage, url, to) {
+  const m = readMemory(storage);
+  if (!Object.hasOwn(m, url) || (to && m[url]?.to !== to)) return;
+  delete m[url];
+  writeMemory(storage, m);
+}
+
 const timeout = (ms) => Math.min(MAX_TIMER, Math.max(0, ms));
 const sleep = (ms) => new Promise((r) => setTimeout(r, timeout(ms)));
 const jitter = (ms) => Math.random() * ms;
@@ -227,12 +313,34 @@ export class RedirectingWebSocket extends EventTarget {
   // its listener, which reports the queue too ("closed") and makes further
   // send() calls throw.
   //
+  // rememberMs (600000, 10 minutes): how long the URL a connection ended
+  // on is remembered for the URL given to the constructor, when they
+  // differ (a redirect, a live move or the resolver sent it there); the
+  // next helper made for that URL dials the remembered URL first, skipping
+  // the redirect (and the resolver) on reconnects. The server still
+  // decides: a stale memory costs one more redirect, and the memory is
+  // updated; a remembered URL whose socket closes before it counted as the
+  // app's, with a code that is no redirect or retry (a network error, say),
+  // is forgotten and the URL given is dialled as if nothing were
+  // remembered, unseen by the app. An entry expires rememberMs after it was
+  // stored, used or not; a connection that ends on the URL given clears
+  // it. At most MAX_REMEMBERED (100) URLs are kept, the oldest forgotten
+  // first. They are kept in sessionStorage (item "wsredirect.remembered"),
+  // so a page reload benefits, or where there is none in memory, for the
+  // helpers using the same WebSocket constructor. wss is
+  // never left for a remembered ws URL. The helper's remembered property is
+  // the URL it dialled from memory (null: none, or it failed and the URL
+  // given was dialled instead). 0 (or less): off, nothing is read or stored.
+  //
+  // storage: where to remember, an object with getItem, setItem and
+  // removeItem (tests inject one); default as above.
+  //
   // WebSocket: the constructor to use (tests inject one).
   constructor(url, protocols = [], options = {}) {
     super();
     this._opt = { maxHops: 10, maxRetries: 5, maxRetryDelayMs: 30000, backoffMs: 500, maxBackoffMs: 30000,
       moveJitterMs: 1000, retryJitterMs: 1000, settleMs: 50, resolve: null, WebSocket: globalThis.WebSocket,
-      maxQueuedMessages: 1024, maxQueuedBytes: 1 << 20,
+      maxQueuedMessages: 1024, maxQueuedBytes: 1 << 20, rememberMs: 600000, storage: null,
       // An option given as undefined keeps its default: maxHops: undefined
       // must not lift the cap.
       ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
@@ -263,6 +371,9 @@ export class RedirectingWebSocket extends EventTarget {
     this._closing = false;
     this._retries = 0;
     this._binaryType = "blob";
+    this._storage = this._opt.rememberMs > 0 ? this._opt.storage ?? defaultStorage(this._opt.WebSocket) : null;
+    // The URL dialled from memory for this connection, or null.
+    this.remembered = null;
     for (const t of TYPES) {
       this["on" + t] = null;
       this.addEventListener(t, (e) => this["on" + t]?.call(this, e));
@@ -325,9 +436,22 @@ export class RedirectingWebSocket extends EventTarget {
     else queueMicrotask(() => this._finish(code ?? 1005, reason ?? "", true, false));
   }
 
-  // _start asks the resolver, when there is one, so a page reaches its node
-  // in one dial; any answer it cannot use falls back to the close-code path.
+  // _start dials the URL remembered for this one, if any; else it asks the
+  // resolver, when there is one, so a page reaches its node in one dial; any
+  // answer it cannot use falls back to the close-code path.
   async _start() {
+    const to = this._storage && recall(this._storage, this._first, this._opt.rememberMs);
+    const guess = to && this._vet(to, this._first);
+    if (guess && guess !== this._first) {
+      this.remembered = guess;
+      this._dial(guess, true);
+      return;
+    }
+    await this._resolveAndDial();
+  }
+
+  // _resolveAndDial asks the resolver and dials.
+  async _resolveAndDial() {
     let target = this._first;
     for (let tries = 0; this._opt.resolve && tries <= this._opt.maxRetries; tries++) {
       try {
@@ -357,7 +481,9 @@ export class RedirectingWebSocket extends EventTarget {
     return to;
   }
 
-  _dial(url) {
+  // _dial dials url; guess: it is a remembered target, left for the URL
+  // given if it fails before it counts as the app's.
+  _dial(url, guess = false) {
     this.url = url;
     const ws = new this._opt.WebSocket(url, this._protocols);
     ws.binaryType = this._binaryType;
@@ -376,6 +502,7 @@ export class RedirectingWebSocket extends EventTarget {
       this._real = true;
       this._opened = true;
       this._moving = false;
+      this._remember(url, guess);
       this._state = this._closing ? RedirectingWebSocket.CLOSING : RedirectingWebSocket.OPEN;
       if (!this._closing) this._drain();
       this.dispatchEvent(new Event("open"));
@@ -418,11 +545,29 @@ export class RedirectingWebSocket extends EventTarget {
       clearTimeout(settle);
       const wasReal = this._real;
       this._holding = false;
+      if (guess && !wasReal && !this._closing && e.code !== CLOSE_REDIRECT && e.code !== CLOSE_RETRY) {
+        // The remembered target failed: the URL given, as if nothing
+        // were remembered; the app sees none of it.
+        forget(this._storage, this._first, url);
+        this.remembered = null;
+        this._resolveAndDial();
+        return;
+      }
       if (!this._closing && this._follow(e, url, held, wasReal)) return;
       if (!this._closing) reveal(); // it was the app's after all
       if (!(e.code === CLOSE_REDIRECT && e.reason === SEE_MESSAGE)) flush();
       this._finish(e.code, e.reason, e.wasClean, errored);
     };
+  }
+
+  // _remember records where the connection ended up when a socket counts
+  // as the app's: the URL given clears the memory, another URL is stored,
+  // and a remembered target reached without a redirect keeps its entry, and
+  // its age.
+  _remember(url, guess) {
+    if (!this._storage || guess) return;
+    if (url === this._first) forget(this._storage, this._first);
+    else remember(this._storage, this._first, url, this._opt.rememberMs);
   }
 
   // _follow acts on a redirect or retry close and reports whether it did;
