@@ -64,9 +64,10 @@ type checker struct {
 // a table to stdout and progress to stderr.
 func check(ctx context.Context, f *fleet, clients int, stdout, stderr io.Writer) error {
 	c := &checker{
-		f:      f,
-		ring:   ringOf(f.front.mw.State().Members()),
-		dialer: &client.Dialer{Dialer: websocket.Dialer{HandshakeTimeout: 5 * time.Second}},
+		f:    f,
+		ring: ringOf(f.front.mw.State().Members()),
+		// Every client must take the front door's redirect: no memory.
+		dialer: &client.Dialer{Dialer: websocket.Dialer{HandshakeTimeout: 5 * time.Second}, RememberRedirects: -1},
 		rooms:  max(1, clients/3),
 		prog:   newProgress(stderr),
 	}
