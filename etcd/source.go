@@ -1,0 +1,696 @@
+package etcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wsredirect/wsredirect"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Defaults of [Options].
+const (
+	DefaultTTL    = 10 * time.Second
+	DefaultSettle = 2 * time.Second
+)
+
+// Timings of the background work, variables so that tests can shorten
+// them.
+var (
+	probeEvery   = 5 * time.Second        // how often etcd's health is checked
+	probeTimeout = 3 * time.Second        // and how long it may take
+	opTimeout    = 5 * time.Second        // bound of one background request
+	closeTimeout = 5 * time.Second        // bound of Close's revoke
+	backoffMin   = 100 * time.Millisecond // first pause after a failure
+	backoffMax   = 2 * time.Second        // longest pause between retries
+	warnEvery    = 30 * time.Second       // repeats of a failure's warning
+)
+
+// Options configures a [Source]. Only Client is required.
+type Options struct {
+	// Client talks to etcd. Required. The Source does not close it.
+	Client *clientv3.Client
+
+	// Prefix is where the fleet's keys live (see the package doc); a
+	// trailing slash is added when missing. Default: [DefaultPrefix].
+	Prefix string
+
+	// Self is this node as the fleet sees it: its ID, its URL (which must
+	// be the middleware's Options.Self) and weight. Its drain fields must
+	// be zero: drains go through [Source.Drain]. Default: nil, a source
+	// that only watches, for a front door that is not a member.
+	Self *wsredirect.Member
+
+	// TTL is the registration lease's: how long a node that stopped
+	// without Close (a crash, a partition) stays listed. Rounded up to
+	// whole seconds. Default: [DefaultTTL].
+	TTL time.Duration
+
+	// Settle is how far ahead [Source.Drain] puts the drain's since: the
+	// time for the record to reach every node through etcd, plus the skew
+	// between their clocks. The drainer serves its keys until since; the
+	// members taking them over do so as soon as they see the record. So
+	// when since comes every node knows, and no client is sent to a node
+	// that does not yet know to take it. Default: [DefaultSettle].
+	Settle time.Duration
+
+	// Logger receives source errors (Warn) and applied member sets (Info).
+	// Default: slog.Default().
+	Logger *slog.Logger
+}
+
+// Source keeps a middleware's members in step with etcd and, with
+// Options.Self, keeps this node registered. Build it with [Start].
+type Source struct {
+	c        *clientv3.Client
+	mw       *wsredirect.Middleware
+	log      *slog.Logger
+	prefix   string
+	self     *wsredirect.Member // nil: watch only
+	selfKey  string             // <prefix>members/<id>
+	selfRec  string             // its value
+	drainKey string             // <prefix>drains/<id>
+	ttl      int64              // seconds
+	settle   time.Duration
+
+	ctx    context.Context // ends with Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// sem serializes what writes this node's records: registrations,
+	// Drain, Undrain and Close's revoke. It guards lease and drain.
+	sem   chan struct{}
+	lease clientv3.LeaseID
+	drain *drainRecord // this node's drain, written again with the member when re-registering
+
+	putRev atomic.Int64  // revision of the last registration
+	kick   chan struct{} // the watcher saw this node's member key gone
+
+	mu      sync.Mutex // guards the fields below and applying
+	view    *view
+	undrain int64 // while not 0, this node's drain record is not applied: Undrain's delete is pending (MaxInt64) or not yet seen at that revision
+	lastErr error // the watcher's last failure, for Start's error
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var errClosed = errors.New("source closed")
+
+func errorf(format string, args ...any) error {
+	return fmt.Errorf("wsredirect/etcd: "+format, args...)
+}
+
+// Start registers Self, when given, reads the fleet from etcd and applies
+// it to mw, then keeps both up to date in the background until Close. It
+// returns once the fleet is read and applied the first time (with Self in
+// it), or with an error when ctx ends first or opts are wrong; then
+// nothing is left running.
+//
+// mw is built beforehand, with the members known at the time in
+// Options.Members (at least Self, or those [Members] reads): Start
+// replaces them with the whole set from etcd.
+func Start(ctx context.Context, mw *wsredirect.Middleware, opts Options) (*Source, error) {
+	s, err := newSource(mw, opts)
+	if err != nil {
+		return nil, err
+	}
+	if s.self != nil {
+		s.sem <- struct{}{}
+		err := s.ensure(ctx)
+		<-s.sem
+		if err != nil {
+			s.Close()
+			return nil, errorf("Start: registering %s: %w", s.self.ID, err)
+		}
+		s.wg.Add(1)
+		go s.keepAlive()
+	}
+	first := make(chan struct{})
+	s.wg.Add(2)
+	go s.watch(first)
+	go s.probe()
+	select {
+	case <-first:
+		return s, nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	last := s.lastErr
+	s.mu.Unlock()
+	s.Close()
+	if last != nil {
+		return nil, errorf("Start: reading the fleet: %w (last error: %v)", ctx.Err(), last)
+	}
+	return nil, errorf("Start: reading the fleet: %w", ctx.Err())
+}
+
+func newSource(mw *wsredirect.Middleware, opts Options) (*Source, error) {
+	switch {
+	case mw == nil:
+		return nil, errorf("Start: nil middleware")
+	case opts.Client == nil:
+		return nil, errorf("Start: Options.Client is nil")
+	case opts.TTL < 0:
+		return nil, errorf("Start: Options.TTL is negative")
+	case opts.Settle < 0:
+		return nil, errorf("Start: Options.Settle is negative")
+	}
+	s := &Source{
+		c:      opts.Client,
+		mw:     mw,
+		log:    cmpOr(opts.Logger, slog.Default()),
+		prefix: normPrefix(opts.Prefix),
+		ttl:    int64(math.Ceil(cmpOr(opts.TTL, DefaultTTL).Seconds())),
+		settle: cmpOr(opts.Settle, DefaultSettle),
+		sem:    make(chan struct{}, 1),
+		kick:   make(chan struct{}, 1),
+		view:   newView(),
+	}
+	if self := opts.Self; self != nil {
+		if err := checkMember(*self); err != nil {
+			return nil, errorf("Start: Options.Self: %v", err)
+		}
+		if !self.DrainingSince.IsZero() || self.DrainRamp != 0 {
+			return nil, errorf("Start: Options.Self has drain fields: drain with Source.Drain")
+		}
+		t, _ := wsredirect.ParseTarget(self.URL) // checked
+		if mine := mw.State().Self(); !t.Equal(mine) {
+			had := "none"
+			if mine != nil {
+				had = mine.String()
+			}
+			return nil, errorf("Start: Options.Self.URL %s is not the middleware's Options.Self (%s), so the node would not know itself among the members", t, had)
+		}
+		s.self = &wsredirect.Member{ID: self.ID, URL: self.URL, Weight: self.Weight}
+		s.selfKey = s.prefix + membersDir + self.ID
+		s.selfRec = memberRecord{URL: self.URL, Weight: self.Weight}.marshal()
+		s.drainKey = s.prefix + drainsDir + self.ID
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+func cmpOr[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// Drain drains this node through etcd: it writes its drain record, with
+// since Options.Settle from now and ramp, which every node of the fleet
+// applies (see [wsredirect.Member.DrainingSince]). The record is attached
+// to the node's lease, so it goes when the node goes: a node that
+// restarts comes back undrained. When a drain record is there already (an
+// earlier Drain, or an operator's), Drain leaves it as it is, since and
+// ramp included: every node must keep the values they applied.
+func (s *Source) Drain(ctx context.Context, ramp time.Duration) error {
+	if s.self == nil {
+		return errorf("Drain: no Options.Self: drain a member by writing its record (see the package doc)")
+	}
+	if ramp < 0 {
+		return errorf("Drain: negative ramp %v", ramp)
+	}
+	ctx, cancel := s.bind(ctx)
+	defer cancel()
+	if err := s.acquire(ctx); err != nil {
+		return errorf("Drain: %w", err)
+	}
+	defer s.release()
+	rec := drainRecord{Since: time.Now().Add(s.settle).UTC().Truncate(time.Millisecond), Ramp: ramp}
+	resp, err := s.c.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(s.drainKey), "=", 0)).
+		Then(clientv3.OpPut(s.drainKey, rec.marshal(), clientv3.WithLease(s.lease))).
+		Commit()
+	if err != nil {
+		return errorf("Drain: writing %s: %w", s.drainKey, err)
+	}
+	if resp.Succeeded {
+		s.drain = &rec
+		s.log.Info("wsredirect/etcd: draining", "member", s.self.ID, "since", rec.Since, "ramp", rec.Ramp, "revision", resp.Header.Revision)
+	}
+	return nil
+}
+
+// Undrain ends this node's drain, whoever wrote it, by deleting its drain
+// record. This node applies the undrain first, before the others hear of
+// it through etcd, as an undrain wants (see
+// [wsredirect.Middleware.DrainMember]).
+func (s *Source) Undrain(ctx context.Context) error {
+	if s.self == nil {
+		return errorf("Undrain: no Options.Self: undrain a member by deleting its record (see the package doc)")
+	}
+	ctx, cancel := s.bind(ctx)
+	defer cancel()
+	if err := s.acquire(ctx); err != nil {
+		return errorf("Undrain: %w", err)
+	}
+	defer s.release()
+	prev := s.drain
+	s.drain = nil
+	s.mu.Lock()
+	s.undrain = math.MaxInt64
+	s.applyLocked()
+	s.mu.Unlock()
+	resp, err := s.c.Delete(ctx, s.drainKey)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		s.drain = prev
+		s.undrain = 0
+		s.applyLocked()
+		return errorf("Undrain: deleting %s: %w", s.drainKey, err)
+	}
+	s.undrain = resp.Header.Revision
+	s.applyLocked()
+	return nil
+}
+
+// Close stops the source and, with Options.Self, revokes its lease, which
+// deletes its member record (and its own drain record) at once: the other
+// nodes drop it as soon as they hear. The middleware keeps the last member
+// set applied. Close waits for the source's goroutines; the error is the
+// revoke's, when etcd could not be reached (the lease then expires after
+// its TTL).
+func (s *Source) Close() error { return s.shutdown(true) }
+
+// shutdown stops the goroutines and, if revoke, revokes the lease; without
+// revoke it is a crash, as far as etcd can tell.
+func (s *Source) shutdown(revoke bool) error {
+	s.closeOnce.Do(func() {
+		s.cancel()
+		s.wg.Wait()
+		if s.self == nil {
+			return
+		}
+		s.sem <- struct{}{} // for good: a Drain in flight ends with s.ctx
+		if !revoke || s.lease == clientv3.NoLease {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		defer cancel()
+		if _, err := s.c.Revoke(ctx, s.lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			s.closeErr = errorf("Close: revoking lease %x of %s (it expires within %ds): %w", int64(s.lease), s.self.ID, s.ttl, err)
+		}
+	})
+	return s.closeErr
+}
+
+// bind returns ctx, also ended by Close.
+func (s *Source) bind(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.ctx, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+func (s *Source) acquire(ctx context.Context) error {
+	select {
+	case s.sem <- struct{}{}:
+	case <-ctx.Done():
+		if s.ctx.Err() != nil {
+			return errClosed
+		}
+		return ctx.Err()
+	}
+	if s.ctx.Err() != nil {
+		<-s.sem
+		return errClosed
+	}
+	return nil
+}
+
+func (s *Source) release() { <-s.sem }
+
+// ensure makes this node registered: it renews its lease, or grants a new
+// one when the lease is gone, and writes its member record, with its own
+// drain record when it drains and no drain record is there. Both go in one
+// transaction, so a node that comes back mid-drain is never seen
+// undrained. The caller holds s.sem.
+func (s *Source) ensure(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	if s.lease != clientv3.NoLease {
+		_, err := s.c.KeepAliveOnce(ctx, s.lease)
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			s.lease = clientv3.NoLease
+		} else if err != nil {
+			return fmt.Errorf("renewing lease %x: %w", int64(s.lease), err)
+		}
+	}
+	if s.lease == clientv3.NoLease {
+		g, err := s.c.Grant(ctx, s.ttl)
+		if err != nil {
+			return fmt.Errorf("granting a lease: %w", err)
+		}
+		s.lease = g.ID
+	}
+	put := clientv3.OpPut(s.selfKey, s.selfRec, clientv3.WithLease(s.lease))
+	txn := s.c.Txn(ctx)
+	if s.drain != nil {
+		txn = txn.If(clientv3.Compare(clientv3.CreateRevision(s.drainKey), "=", 0)).
+			Then(put, clientv3.OpPut(s.drainKey, s.drain.marshal(), clientv3.WithLease(s.lease))).
+			Else(put)
+	} else {
+		txn = txn.Then(put)
+	}
+	resp, err := txn.Commit()
+	if err != nil {
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			s.lease = clientv3.NoLease
+		}
+		return fmt.Errorf("writing %s: %w", s.selfKey, err)
+	}
+	s.putRev.Store(resp.Header.Revision)
+	select { // a kick from before is answered
+	case <-s.kick:
+	default:
+	}
+	return nil
+}
+
+// keepAlive keeps the lease alive and registers again whenever the
+// registration is lost: the lease expired (etcd unreachable for a TTL, a
+// long pause) or was revoked, or the member record was deleted.
+func (s *Source) keepAlive() {
+	defer s.wg.Done()
+	st := s.streak("registering failed; retrying", "")
+	bo := backoff{max: min(backoffMax, time.Duration(s.ttl)*time.Second/3)}
+	for lost := false; ; {
+		if lost {
+			s.sem <- struct{}{}
+			err := s.ensure(s.ctx)
+			<-s.sem
+			if s.ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				st.failed(err, "member", s.self.ID)
+				if !bo.sleep(s.ctx) {
+					return
+				}
+				continue
+			}
+			s.log.Info("wsredirect/etcd: registered again", "member", s.self.ID, "lease", fmt.Sprintf("%x", int64(s.lease)), "failures", st.reset())
+			bo.reset()
+			lost = false
+		}
+		kctx, kcancel := context.WithCancel(s.ctx)
+		ch, err := s.c.KeepAlive(kctx, s.lease)
+		why := ""
+		if err != nil {
+			why = err.Error()
+		} else {
+			why = s.hold(ch)
+		}
+		kcancel()
+		if s.ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("wsredirect/etcd: registration lost; registering again", "member", s.self.ID, "lease", fmt.Sprintf("%x", int64(s.lease)), "why", why)
+		lost = true
+	}
+}
+
+// hold consumes keep-alive responses until the registration needs
+// attention, and says why.
+func (s *Source) hold(ch <-chan *clientv3.LeaseKeepAliveResponse) string {
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				return "keep-alive ended: the lease expired or was revoked, or etcd was out of reach for a TTL"
+			}
+		case <-s.kick:
+			return "member record deleted"
+		case <-s.ctx.Done():
+			return ""
+		}
+	}
+}
+
+// watch keeps the middleware's members in step with etcd: it reads the
+// whole fleet, then follows changes from the next revision; when the watch
+// ends (compaction, lost leader) it reads the whole fleet again. first is
+// closed once the first set is applied.
+func (s *Source) watch(first chan<- struct{}) {
+	defer s.wg.Done()
+	st := s.streak("reading the fleet failed; serving on the last member set", "read the fleet again")
+	var bo backoff
+	for {
+		rev, err := s.load()
+		if s.ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			s.mu.Lock()
+			s.lastErr = err
+			s.mu.Unlock()
+			st.failed(err, "members", len(s.mw.State().Members()))
+			if !bo.sleep(s.ctx) {
+				return
+			}
+			continue
+		}
+		st.succeeded("revision", rev)
+		if first != nil {
+			close(first)
+			first = nil
+		}
+		err = s.follow(rev)
+		if s.ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("wsredirect/etcd: watch ended; reading the fleet again", "err", err)
+		bo.reset()
+		if !bo.sleep(s.ctx) {
+			return
+		}
+	}
+}
+
+// load reads the whole fleet and applies it; it returns its revision.
+func (s *Source) load() (int64, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+	defer cancel()
+	resp, err := s.c.Get(ctx, s.prefix, clientv3.WithPrefix())
+	if err != nil {
+		return 0, err
+	}
+	v := newView()
+	v.rev = resp.Header.Revision
+	for _, kv := range resp.Kvs {
+		v.set(s.prefix, string(kv.Key), kv.Value, kv.CreateRevision, s.bad)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.view = v
+	s.applyLocked()
+	return v.rev, nil
+}
+
+// follow applies changes from revision rev+1 on until the watch ends. It
+// applies after each watch response, which holds whole revisions, folding
+// in the responses already queued behind it: a burst of changes (a rolling
+// restart) costs one ring build, not one per change.
+func (s *Source) follow(rev int64) error {
+	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(s.ctx))
+	defer cancel()
+	wch := s.c.Watch(ctx, s.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	for wr := range wch {
+		s.mu.Lock()
+		n, err := s.absorb(wr)
+		for queued := err == nil; queued; {
+			select {
+			case next, ok := <-wch:
+				var m int
+				m, err = s.absorb(next)
+				n += m
+				queued = ok && err == nil
+			default:
+				queued = false
+			}
+		}
+		if n > 0 {
+			s.applyLocked()
+		}
+		s.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	return errors.New("watch closed")
+}
+
+// absorb adds a watch response's events to the view, and returns how
+// many. The caller holds s.mu.
+func (s *Source) absorb(wr clientv3.WatchResponse) (int, error) {
+	if wr.CompactRevision != 0 {
+		return 0, fmt.Errorf("fell behind a compaction: revision %d is gone, the oldest kept is %d", s.view.rev+1, wr.CompactRevision)
+	}
+	if err := wr.Err(); err != nil {
+		return 0, err
+	}
+	for _, ev := range wr.Events {
+		switch ev.Type {
+		case clientv3.EventTypePut:
+			s.view.set(s.prefix, string(ev.Kv.Key), ev.Kv.Value, ev.Kv.CreateRevision, s.bad)
+		case clientv3.EventTypeDelete:
+			s.view.del(s.prefix, string(ev.Kv.Key))
+		}
+		s.view.rev = max(s.view.rev, ev.Kv.ModRevision)
+	}
+	return len(wr.Events), nil
+}
+
+func (s *Source) bad(key string, err error) {
+	s.log.Warn("wsredirect/etcd: bad record skipped", "key", key, "err", err)
+}
+
+// applyLocked swaps the view's member set into the middleware when it
+// differs from the one in force. An empty set is not applied: the last
+// one is kept. The caller holds s.mu.
+func (s *Source) applyLocked() {
+	v := s.view
+	if s.undrain != 0 && v.rev >= s.undrain {
+		s.undrain = 0
+	}
+	undrain := ""
+	if s.undrain != 0 {
+		undrain = s.self.ID
+	}
+	members := v.fleet(undrain, func(id, kept string) {
+		s.log.Warn("wsredirect/etcd: member skipped: its URL is registered already", "member", id, "kept", kept)
+	})
+	if s.self != nil && v.rev >= s.putRev.Load() {
+		if _, ok := v.members[s.self.ID]; !ok {
+			select {
+			case s.kick <- struct{}{}:
+			default:
+			}
+		}
+	}
+	cur := s.mw.State().Members()
+	if len(members) == 0 {
+		s.log.Warn("wsredirect/etcd: etcd lists no members; keeping the last member set", "members", len(cur), "revision", v.rev)
+		return
+	}
+	if sameMembers(cur, members) {
+		return
+	}
+	if err := s.mw.SetMembers(members...); err != nil {
+		s.log.Warn("wsredirect/etcd: member set refused; keeping the last one", "err", err, "revision", v.rev)
+		return
+	}
+	var joined, left []string
+	draining := 0
+	for _, m := range members {
+		if !slices.ContainsFunc(cur, func(c wsredirect.Member) bool { return c.ID == m.ID }) {
+			joined = append(joined, m.ID)
+		}
+		if !m.DrainingSince.IsZero() {
+			draining++
+		}
+	}
+	for _, c := range cur {
+		if !slices.ContainsFunc(members, func(m wsredirect.Member) bool { return c.ID == m.ID }) {
+			left = append(left, c.ID)
+		}
+	}
+	s.log.Info("wsredirect/etcd: members applied", "members", len(members), "draining", draining,
+		"joined", joined, "left", left, "revision", v.rev)
+}
+
+// probe checks etcd's health regularly, so that an outage is reported even
+// when nothing else asks (a watch waits silently for etcd to return).
+func (s *Source) probe() {
+	defer s.wg.Done()
+	st := s.streak("etcd unreachable; serving on the last member set", "etcd reachable again")
+	t := time.NewTicker(probeEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, probeTimeout)
+		_, err := s.c.Get(ctx, s.prefix+membersDir, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		cancel()
+		switch {
+		case s.ctx.Err() != nil:
+			return
+		case err != nil:
+			st.failed(err, "members", len(s.mw.State().Members()))
+		default:
+			st.succeeded()
+		}
+	}
+}
+
+// streak reports a run of failures of one task: the first at Warn, then
+// one every warnEvery, and the recovery at Info.
+type streak struct {
+	log        *slog.Logger
+	fail, ok   string
+	n          int
+	lastWarned time.Time
+}
+
+func (s *Source) streak(fail, ok string) *streak {
+	return &streak{log: s.log, fail: "wsredirect/etcd: " + fail, ok: "wsredirect/etcd: " + ok}
+}
+
+func (st *streak) failed(err error, args ...any) {
+	st.n++
+	if st.n == 1 || time.Since(st.lastWarned) >= warnEvery {
+		st.lastWarned = time.Now()
+		st.log.Warn(st.fail, append([]any{"err", err, "failures", st.n}, args...)...)
+	}
+}
+
+// reset ends a run of failures silently, and returns its length.
+func (st *streak) reset() int {
+	n := st.n
+	st.n = 0
+	return n
+}
+
+func (st *streak) succeeded(args ...any) {
+	if st.n > 0 {
+		st.log.Info(st.ok, append([]any{"failures", st.n}, args...)...)
+		st.n = 0
+	}
+}
+
+// backoff spaces retries: from backoffMin, doubling up to max (backoffMax
+// when zero), each pause jittered by up to a half.
+type backoff struct {
+	max, next time.Duration
+}
+
+func (b *backoff) reset() { b.next = 0 }
+
+// sleep pauses, and reports false when ctx ended first.
+func (b *backoff) sleep(ctx context.Context) bool {
+	b.next = min(max(2*b.next, backoffMin), cmpOr(b.max, backoffMax))
+	d := b.next/2 + rand.N(b.next/2+1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
