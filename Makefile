@@ -46,3 +46,19 @@ fuzz:
 		while read -r pkg f; do \
 			echo "== $$pkg $$f ($(FUZZTIME))"; go test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg </dev/null; \
 		done
+
+# Issue 13's case for redirecting, measured against a proxy: builds
+# bench/perf, installs Debian's nginx-light and wrk when missing (as root;
+# otherwise their rows are skipped, saying how to get them), runs five
+# bounded scenarios on 127.0.0.1 only (under ten minutes on two cores),
+# prints one table and writes it into docs/benchmarks.md.
+# PERF_FLAGS=-quick checks the harness in under a minute; PERF_DOC= writes
+# no file.
+PERF_FLAGS ?=
+PERF_DOC ?= docs/benchmarks.md
+.PHONY: perf
+perf:
+	@bash bench/perf/tools.sh
+	@bin=$$(mktemp -d); trap 'rm -rf "$$bin"' EXIT; \
+		(cd bench && go build -o "$$bin/perf" ./perf) && \
+		"$$bin/perf" $(if $(PERF_DOC),-doc $(PERF_DOC)) $(PERF_FLAGS)

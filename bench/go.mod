@@ -9,6 +9,7 @@ require (
 	github.com/dgryski/go-jump v0.0.0-20170409065014-e1f439676b57
 	github.com/dgryski/go-rendezvous v0.0.0-20200823014737-9f7001d12a5f
 	github.com/golang/groupcache v0.0.0-20241129210726-2c02b8208cf8
+	github.com/gorilla/websocket v1.5.3
 	github.com/serialx/hashring v0.0.0-20200727003509-22c0c7ab6b1b
 	github.com/stathat/consistent v1.0.0
 	github.com/stretchr/testify v1.12.1
@@ -17,6 +18,5 @@ require (
 
 require (
 	github.com/go-chi/chi/v5 v5.5.0 // indirect
-	github.com/gorilla/websocket v1.5.3 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 )
