@@ -112,7 +112,14 @@ func newFleet(members []Member, self *Target, prev *fleet) (*fleet, error) {
 			nodes[i] = ring.Node{ID: m.ID, Weight: m.Weight}
 		}
 		var err error
-		if f.ring, err = ring.New(nodes); err != nil {
+		if prev != nil {
+			// A join, leave or weight change costs a few milliseconds
+			// this way, not a full build.
+			f.ring, err = prev.ring.Update(nodes)
+		} else {
+			f.ring, err = ring.New(nodes)
+		}
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -129,10 +136,16 @@ func newFleet(members []Member, self *Target, prev *fleet) (*fleet, error) {
 		}
 	}
 	if len(f.drainers) > 1 {
-		if prev != nil && prev.post != nil && f.ring == prev.ring && slices.Equal(prev.drainers, f.drainers) {
+		switch {
+		case prev != nil && prev.post != nil && f.ring == prev.ring && slices.Equal(prev.drainers, f.drainers):
 			f.post = prev.post
-		} else {
-			f.post, _ = ring.New(live) // members already checked
+		case prev != nil && prev.post != nil && f.ring == prev.ring:
+			// Only drains changed: one more or one fewer drainer is
+			// one leave or join away from the last post-drain ring.
+			f.post, _ = prev.post.Update(live) // members already checked
+		default:
+			// The ring less its drainers: as many leaves.
+			f.post, _ = f.ring.Update(live)
 		}
 	}
 	return f, nil

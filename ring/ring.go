@@ -41,7 +41,8 @@ type Node struct {
 // slot and the two members, the owner is a pure function of the member set
 // (IDs and weights): insertion order, history and process do not matter, and
 // taking a member away only moves the slots it won. Lookups are a hash, a
-// shift and one table load; all the work is done in [NewRing].
+// shift and one table load; all the work is done in [New], or in
+// [Ring.Update] when the members change.
 //
 // A Ring is immutable and safe for concurrent use.
 type Ring struct {
@@ -54,6 +55,14 @@ type Ring struct {
 	own8, run8   *[ringSlots]uint8
 	own16, run16 *[ringSlots]uint16
 	own32, run32 *[ringSlots]uint32
+
+	// bar holds, for each slot, the runner-up's rank rounded up to one of
+	// 256 levels (see barLevel): a member joining needs a draw and a
+	// multiplication to see that it falls short of a slot's podium, not
+	// a logarithm. Like the other tables it depends only on the members,
+	// so Update gives the same one as New. It is left out (nil) below two
+	// members and above 2^16, where it would take a ring past 8 MiB.
+	bar *[ringSlots]uint8
 }
 
 // ringBits is fixed rather than chosen by fleet size: a slot's owner depends
@@ -62,8 +71,8 @@ type Ring struct {
 // give 16384 slots per member at N=64 (the slot share's coefficient of
 // variation is sqrt(N/2^20), under 1%) and cost one draw per member and slot
 // to build: about 1.3 ms of CPU per member with equal weights, see
-// BenchmarkRingBuild. Half as many slots would halve that but leave N=64
-// fleets noticeably less even.
+// BenchmarkRingBuild. Half as many slots would halve that, and the cost of
+// a change, but leave N=64 fleets noticeably less even.
 const (
 	ringBits  = 20
 	ringSlots = 1 << ringBits
@@ -80,12 +89,26 @@ const freeHashBits = 1<<32 - 1
 // lookup returns -1.
 //
 // Building draws for every member in each of the ring's 2^20 slots, so it
-// costs time in proportion to len(members), spread over GOMAXPROCS: tens of
-// milliseconds for 64 members, most of a second for 1024 (several seconds
-// if every member has a different weight). It is meant to run when
-// membership changes, not per request. Weights are honoured as ratios;
+// costs time in proportion to len(nodes), spread over GOMAXPROCS: about
+// 1.3 ms of CPU per member with equal weights (a few times that if every
+// member has a different weight), so tens of milliseconds for 64 members
+// and a second or more for 1024; see BenchmarkRingBuild. It is meant to
+// run once: when the membership changes, [Ring.Update] derives the next
+// ring from the last far more cheaply. Weights are honoured as ratios;
 // beyond about 2^32 the rank's fixed-point precision starts to blur them.
+// A ring takes 3 MiB of tables up to 256 nodes, 5 MiB up to 65536, 8 MiB
+// beyond.
 func New(nodes []Node) (*Ring, error) {
+	ms, err := canonical(nodes)
+	if err != nil {
+		return nil, err
+	}
+	return build(ms), nil
+}
+
+// canonical checks nodes and returns a copy in ID order with zero weights
+// replaced by 1.
+func canonical(nodes []Node) ([]Node, error) {
 	ms := slices.Clone(nodes)
 	for i := range ms {
 		if ms[i].ID == "" {
@@ -104,21 +127,118 @@ func New(nodes []Node) (*Ring, error) {
 			return nil, fmt.Errorf("ring: duplicate node ID %q", ms[i].ID)
 		}
 	}
+	return ms, nil
+}
 
+// build computes the ring of checked members from scratch.
+func build(ms []Node) *Ring {
+	r := newTables(ms)
+	if len(ms) < 2 {
+		return r // new tables are already all member 0; no runner-up exists
+	}
+	c := newContest(ms)
+	work := len(ms) * ringSlots
+	switch {
+	case r.own8 != nil:
+		fill(c, r.own8[:], r.run8[:], r.bars(), work)
+	case r.own16 != nil:
+		fill(c, r.own16[:], r.run16[:], r.bars(), work)
+	default:
+		fill(c, r.own32[:], r.run32[:], nil, work)
+	}
+	return r
+}
+
+// newTables returns a ring of members ms with zeroed tables of the
+// narrowest type that holds their indexes.
+func newTables(ms []Node) *Ring {
 	r := &Ring{members: ms}
 	switch n := len(ms); {
 	case n == 0:
+		return r
 	case n <= 1<<8:
 		r.own8, r.run8 = new([ringSlots]uint8), new([ringSlots]uint8)
-		fill(ms, r.own8[:], r.run8[:])
 	case n <= 1<<16:
 		r.own16, r.run16 = new([ringSlots]uint16), new([ringSlots]uint16)
-		fill(ms, r.own16[:], r.run16[:])
 	default:
 		r.own32, r.run32 = new([ringSlots]uint32), new([ringSlots]uint32)
-		fill(ms, r.own32[:], r.run32[:])
+		return r
 	}
-	return r, nil
+	if len(ms) > 1 {
+		r.bar = new([ringSlots]uint8)
+	}
+	return r
+}
+
+// bars returns r's bar table as a slice, nil if it has none.
+func (r *Ring) bars() []uint8 {
+	if r.bar == nil {
+		return nil
+	}
+	return r.bar[:]
+}
+
+// Update returns the ring for nodes: the ring [New](nodes) would build,
+// with the same owner and runner-up for every key, computed from r's tables
+// where that is cheaper, so that a membership change costs a small fraction
+// of a build. r is not changed; the result is r itself when nodes place
+// keys as r's nodes do. It returns New's errors.
+//
+// Its cost follows what changed, not how many nodes stayed:
+//
+//   - a node that joins, or whose weight grows, is drawn in every slot
+//     and compared with the slot's runner-up (and owner, where it beats
+//     that): about two draws per slot;
+//   - a node that leaves, or whose weight shrinks, re-runs the contests of
+//     the slots it won or came second in, about 2/len(nodes) of them when
+//     weights are equal, each drawing every node: about two draws per
+//     slot in all, more when the node's weight share is larger;
+//   - every other slot is copied, its node indexes renumbered.
+//
+// So one change costs about as much as building a ring of three nodes, a
+// few milliseconds of CPU whatever the ring's size; see
+// BenchmarkRingChange. When so much changes at once that building afresh
+// is cheaper, Update builds afresh.
+func (r *Ring) Update(nodes []Node) (*Ring, error) {
+	ms, err := canonical(nodes)
+	if err != nil {
+		return nil, err
+	}
+	if slices.Equal(ms, r.members) {
+		return r, nil
+	}
+	if len(r.members) < 2 || len(ms) < 2 {
+		return build(ms), nil
+	}
+	return r.update(ms, false), nil
+}
+
+// update returns the ring of checked members ms, two or more, computed from
+// r's tables (r has two or more members too) unless force is false and
+// building afresh looks cheaper.
+func (r *Ring) update(ms []Node, force bool) *Ring {
+	d := diff(r.members, ms)
+	// Estimated draws per slot each way; reading and renumbering a slot
+	// costs about one.
+	incremental := 1 + min(1, 2*float64(d.gone)/float64(len(r.members)))*float64(len(ms))
+	if len(d.enter) > 0 {
+		incremental += 2 + float64(len(d.enter))
+	}
+	if !force && incremental >= float64(len(ms)) {
+		return build(ms)
+	}
+	nr := newTables(ms)
+	c := newContest(ms)
+	work := int(incremental * ringSlots)
+	switch {
+	case r.own8 != nil:
+		updateFrom(nr, c, d, r.own8[:], r.run8[:], r.bars(), work)
+	case r.own16 != nil:
+		updateFrom(nr, c, d, r.own16[:], r.run16[:], r.bars(), work)
+	default:
+		updateFrom(nr, c, d, r.own32[:], r.run32[:], r.bars(), work)
+	}
+	return nr
 }
 
 // Len returns the number of nodes.
@@ -172,21 +292,21 @@ func (r *Ring) OwnerWithout(h uint64, i int) int {
 	return int(r.run32[slot])
 }
 
-// buildChunk is the number of slots a build worker takes at a time; small
-// enough to balance two workers, large enough to amortise the hand-off.
+// slotIndex is the element type of a ring's tables.
+type slotIndex interface{ uint8 | uint16 | uint32 }
+
+// buildChunk is the number of slots a worker takes at a time; small enough
+// to balance two workers, large enough to amortise the hand-off.
 const buildChunk = 1 << 14
 
-// fill computes the owner and runner-up of every slot, splitting the slots
-// among GOMAXPROCS workers; each slot is independent, so the result does not
-// depend on the split.
-func fill[T uint8 | uint16 | uint32](ms []Node, own, run []T) {
-	if len(ms) == 1 {
-		return // new tables are already all member 0; no runner-up exists
-	}
-	p := newContest(ms)
-	workers := min(runtime.GOMAXPROCS(0), len(ms)*ringSlots/(1<<22)+1)
+// parallel calls fn over [0, ringSlots) in chunks, on as many as GOMAXPROCS
+// workers but no more than work (an estimate of the draws needed) keeps
+// busy for a couple of milliseconds each. Each slot is independent, so the
+// result does not depend on the split.
+func parallel(work int, fn func(lo, hi int)) {
+	workers := min(runtime.GOMAXPROCS(0), work/(1<<21)+1)
 	if workers <= 1 {
-		fillRange(p, own, run, 0, ringSlots)
+		fn(0, ringSlots)
 		return
 	}
 	var mu sync.Mutex
@@ -202,12 +322,66 @@ func fill[T uint8 | uint16 | uint32](ms []Node, own, run []T) {
 				if lo >= ringSlots {
 					return
 				}
-				fillRange(p, own, run, lo, min(lo+buildChunk, ringSlots))
+				fn(lo, min(lo+buildChunk, ringSlots))
 			}
 		})
 	}
 	wg.Wait()
 }
+
+// fill computes the owner, runner-up and bar (if bar is not nil) of every
+// slot for two or more members.
+func fill[T slotIndex](c *contest, own, run []T, bar []uint8, work int) {
+	parallel(work, func(lo, hi int) { fillRange(c, own, run, bar, lo, hi) })
+}
+
+func fillRange[T slotIndex](c *contest, own, run []T, bar []uint8, lo, hi int) {
+	lt := log2Table()
+	if len(c.groups) == 1 {
+		recip := c.groups[0].recip
+		for s := lo; s < hi; s++ {
+			_, bj, su, sj := top2(c.seeds, slotSalt(s), 0, len(c.seeds))
+			own[s], run[s] = T(c.index[bj]), T(c.index[sj])
+			if bar != nil {
+				k, _ := bits.Mul64(negLog2(lt, su)<<25, recip)
+				bar[s] = barLevel(k)
+			}
+		}
+		return
+	}
+	for s := lo; s < hi; s++ {
+		bi, si, sk := c.top(lt, slotSalt(s))
+		own[s], run[s] = T(bi), T(si)
+		if bar != nil {
+			bar[s] = barLevel(sk)
+		}
+	}
+}
+
+// barLevel rounds rank k up to one of 256 levels, four per power of two:
+// barCeil[barLevel(k)] ≥ k, by less than a quarter.
+func barLevel(k uint64) uint8 {
+	if k < 4 {
+		return uint8(k)
+	}
+	e := bits.Len64(k) - 1 // 2 to 63
+	return uint8(4*e - 4 + int(k>>(e-2)&3))
+}
+
+// barCeil is the largest rank of each level.
+var barCeil = func() (t [256]uint64) {
+	for l := range t {
+		switch e, m := (l+4)/4, uint64(l%4); {
+		case l < 4:
+			t[l] = uint64(l)
+		case e > 63:
+			t[l] = ^uint64(0)
+		default:
+			t[l] = (5+m)<<(e-2) - 1 // wraps to 2^64-1 at the top
+		}
+	}
+	return t
+}()
 
 // contest holds the members arranged for scoring slots.
 //
@@ -219,16 +393,26 @@ func fill[T uint8 | uint16 | uint32](ms []Node, own, run []T) {
 // to the larger u and then the lower index. A member's rank depends only on
 // its own draw and weight, so this order is total and the same whichever
 // other members exist; that is what makes removal move only the removed
-// member's slots and runner-ups equal rebuilt owners.
+// member's slots, runner-ups equal rebuilt owners, and [Ring.Update] able to
+// settle a slot by comparing only the members that changed with the slot's
+// owner and runner-up.
 //
 // Because rank never decreases as u shrinks, members of equal weight are
 // ordered by u alone, so the top two of a weight class are found from raw
 // draws and only they pay for logarithms. A fleet with one weight (the
-// usual case) never computes one.
+// usual case) computes one per slot, for the bar. A member alone in its
+// class pays for one only if a cheap lower bound on its rank (lowRank)
+// does not already rule it out.
 type contest struct {
 	seeds  []uint64 // draw seeds, grouped by weight, canonical order within a group
+	recips []uint64 // ⌊(2^64-1)/w⌋ of each seed's member
 	index  []int    // canonical member index of each seed
 	groups []weightClass
+
+	// By canonical index: each member's seed, ⌊(2^64-1)/w⌋, and
+	// position in seeds.
+	seed, recip []uint64
+	pos         []int
 }
 
 type weightClass struct {
@@ -242,14 +426,198 @@ func newContest(ms []Node) *contest {
 		order[i] = i
 	}
 	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(ms[a].Weight, ms[b].Weight) })
-	p := &contest{seeds: make([]uint64, len(ms)), index: order}
+	c := &contest{
+		seeds: make([]uint64, len(ms)), recips: make([]uint64, len(ms)), index: order,
+		seed: make([]uint64, len(ms)), recip: make([]uint64, len(ms)), pos: make([]int, len(ms)),
+	}
 	for k, i := range order {
-		p.seeds[k] = memberSeed(ms[i].ID)
+		c.seeds[k], c.recips[k] = memberSeed(ms[i].ID), ^uint64(0)/uint64(ms[i].Weight)
+		c.seed[i], c.recip[i], c.pos[i] = c.seeds[k], c.recips[k], k
 		if k+1 == len(order) || ms[order[k+1]].Weight != ms[i].Weight {
-			p.groups = append(p.groups, weightClass{end: k + 1, recip: ^uint64(0) / uint64(ms[i].Weight)})
+			c.groups = append(c.groups, weightClass{end: k + 1, recip: c.recips[k]})
 		}
 	}
-	return p
+	return c
+}
+
+// rank is the rank of draw u for a member with ⌊(2^64-1)/w⌋ = recip. Hot
+// loops spell it out, as it is just over the inlining budget.
+func rank(lt *[1025]uint64, u, recip uint64) uint64 {
+	k, _ := bits.Mul64(negLog2(lt, u)<<25, recip)
+	return k
+}
+
+// lowRank is a lower bound on rank(lt, u, recip) that needs no logarithm.
+// With x = 1-u/2^64, -log2(u/2^64) ≥ x/ln 2 > 1.4375·x, and negLog2 never
+// falls below the true logarithm (its table is rounded down and linear
+// interpolation runs below the concave log2), so ℓ ≥ X + 7X/16 where
+// X = ⌊(2^64-1-u)/2^32⌋ ≤ x·2^32. For the draws near 2^64 that can win a
+// slot the bound is within half a percent of the rank.
+func lowRank(u, recip uint64) uint64 {
+	x := ^u >> 32
+	k, _ := bits.Mul64((x+(x*7)>>4)<<25, recip)
+	return k
+}
+
+// entry is one member's standing in a slot's contest.
+type entry struct {
+	k, u uint64 // rank (0 for all when every member has one weight) and draw
+	i    int    // canonical index
+}
+
+// beats reports whether e comes before f in the order described on contest.
+func (e entry) beats(f entry) bool {
+	return e.k < f.k || e.k == f.k && (e.u > f.u || e.u == f.u && e.i < f.i)
+}
+
+// entry returns member i's standing in the slot with salt sx.
+func (c *contest) entry(lt *[1025]uint64, sx uint64, i int) entry {
+	u := score(c.seed[i], sx)
+	if len(c.groups) == 1 {
+		return entry{u: u, i: i}
+	}
+	return entry{k: rank(lt, u, c.recip[i]), u: u, i: i}
+}
+
+// rankOf returns e's rank, which entry leaves out when every member has
+// one weight.
+func (c *contest) rankOf(lt *[1025]uint64, e entry) uint64 {
+	if len(c.groups) == 1 {
+		return rank(lt, e.u, c.groups[0].recip)
+	}
+	return e.k
+}
+
+// beats reports whether member i beats f in the slot with salt sx, paying
+// for a logarithm only if lowRank leaves it in doubt.
+func (c *contest) beats(lt *[1025]uint64, sx uint64, i int, f entry) bool {
+	u := score(c.seed[i], sx)
+	if len(c.groups) == 1 {
+		return entry{u: u, i: i}.beats(f)
+	}
+	if lowRank(u, c.recip[i]) > f.k {
+		return false
+	}
+	return entry{k: rank(lt, u, c.recip[i]), u: u, i: i}.beats(f)
+}
+
+// top returns the canonical indexes of the owner and runner-up of the slot
+// with salt sx, and the runner-up's rank; there are at least two members.
+// Classes are visited heaviest first, whose ranks are likeliest to be
+// small, so that lowRank rules out the most.
+func (c *contest) top(lt *[1025]uint64, sx uint64) (owner, runner int, rk uint64) {
+	if len(c.groups) == 1 {
+		_, bj, su, sj := top2(c.seeds, sx, 0, len(c.seeds))
+		return c.index[bj], c.index[sj], rank(lt, su, c.groups[0].recip)
+	}
+	p := podium{bk: ^uint64(0), sk: ^uint64(0)}
+	end := len(c.seeds)
+	for g := len(c.groups) - 1; g >= 0; g-- {
+		start := 0
+		if g > 0 {
+			start = c.groups[g-1].end
+		}
+		recip := c.groups[g].recip
+		if end-start == 1 {
+			// A class of one, as when every weight differs: no top2
+			// call, just the member's own rank.
+			u := score(c.seeds[start], sx)
+			if lowRank(u, recip) <= p.sk {
+				if k := rank(lt, u, recip); k <= p.sk {
+					p = p.enter(k, u, c.index[start])
+				}
+			}
+		} else {
+			bu, bj, su, sj := top2(c.seeds, sx, start, end)
+			if k := rank(lt, bu, recip); k <= p.sk {
+				p = p.enter(k, bu, c.index[bj])
+			}
+			if k := rank(lt, su, recip); k <= p.sk {
+				p = p.enter(k, su, c.index[sj])
+			}
+		}
+		end = start
+	}
+	return p.bi, p.si, p.sk
+}
+
+// bestBut returns the standing of the best member other than x in the
+// slot with salt sx; there are at least two members. With more than one
+// weight it visits members heaviest first, whose ranks are likeliest to be
+// small, so that lowRank spares most of the rest a logarithm.
+func (c *contest) bestBut(lt *[1025]uint64, sx uint64, x int) entry {
+	skip := c.pos[x]
+	if len(c.groups) == 1 {
+		u, j := max1(c.seeds, sx, 0, len(c.seeds), skip)
+		return entry{u: u, i: c.index[j]}
+	}
+	seeds, recips, index := c.seeds, c.recips[:len(c.seeds)], c.index[:len(c.seeds)]
+	bk, bu, bi := ^uint64(0), uint64(0), -1
+	for j := len(seeds) - 1; j >= 0; j-- {
+		u, rc := score(seeds[j], sx), recips[j]
+		if j == skip || lowRank(u, rc) > bk {
+			continue
+		}
+		k, _ := bits.Mul64(negLog2(lt, u)<<25, rc)
+		if i := index[j]; k < bk || k == bk && (u > bu || u == bu && i < bi) {
+			bk, bu, bi = k, u, i
+		}
+	}
+	return entry{k: bk, u: bu, i: bi}
+}
+
+// topGiven returns what top does, given a guess at the owner, x: if x
+// beats every other member they are x and the best of the rest; otherwise
+// the contest is run in full.
+func (c *contest) topGiven(lt *[1025]uint64, sx uint64, x int) (owner, runner int, rk uint64) {
+	if y := c.bestBut(lt, sx, x); c.entry(lt, sx, x).beats(y) {
+		return x, y.i, c.rankOf(lt, y)
+	}
+	return c.top(lt, sx)
+}
+
+// max1 returns the largest draw in seeds[lo:hi] other than at position
+// skip (which may lie outside the range), and its position, the earlier
+// on ties; the range must hold a position other than skip. Two
+// interleaved runs shorten the loop's chain of dependent comparisons.
+func max1(seeds []uint64, sx uint64, lo, hi, skip int) (bu uint64, bj int) {
+	if skip >= lo && skip < hi {
+		switch {
+		case skip == lo:
+			return max1(seeds, sx, lo+1, hi, -1)
+		case skip == hi-1:
+			return max1(seeds, sx, lo, hi-1, -1)
+		}
+		bu, bj = max1(seeds, sx, lo, skip, -1)
+		if u, j := max1(seeds, sx, skip+1, hi, -1); u > bu {
+			bu, bj = u, j
+		}
+		return bu, bj
+	}
+	bu, bj = score(seeds[lo], sx), lo
+	if hi-lo < 2 {
+		return bu, bj
+	}
+	u1, j1 := score(seeds[lo+1], sx), lo+1
+	j := lo + 2
+	for ; j+1 < hi; j += 2 {
+		a, b := score(seeds[j], sx), score(seeds[j+1], sx)
+		if a > bu {
+			bu, bj = a, j
+		}
+		if b > u1 {
+			u1, j1 = b, j+1
+		}
+	}
+	if j < hi {
+		if a := score(seeds[j], sx); a > bu {
+			bu, bj = a, j
+		}
+	}
+	if u1 > bu || u1 == bu && j1 < bj {
+		bu, bj = u1, j1
+	}
+	return bu, bj
 }
 
 // top2 returns the positions in seeds[lo:hi] of the two largest draws for
@@ -300,40 +668,311 @@ func (p podium) enter(k, u uint64, i int) podium {
 	return p
 }
 
-func fillRange[T uint8 | uint16 | uint32](c *contest, own, run []T, lo, hi int) {
-	if len(c.groups) == 1 {
-		for s := lo; s < hi; s++ {
-			_, bj, _, sj := top2(c.seeds, slotSalt(s), 0, len(c.seeds))
-			own[s], run[s] = T(c.index[bj]), T(c.index[sj])
+// In delta.remap, the new index of a member whose weight shrank carries
+// the shrunk bit, and a member that left maps to gone, which has it too.
+const (
+	shrunk = 1 << 31
+	gone   = ^uint32(0)
+)
+
+// delta is what changed between two member lists, for Ring.Update.
+type delta struct {
+	// remap takes an old member index to the member's new index, marked
+	// if the member left or got lighter: a slot where it came first or
+	// second must be looked at again.
+	remap []uint32
+	gone  int // members that left or got lighter
+	// enter lists the new indexes of members that joined or whose weight
+	// grew, the only ones that can climb onto a slot's podium; heavier
+	// marks the latter by new index.
+	enter   []int
+	heavier []bool
+}
+
+// diff compares two checked member lists in ID order.
+func diff(old, ms []Node) *delta {
+	d := &delta{remap: make([]uint32, len(old)), heavier: make([]bool, len(ms))}
+	i, j := 0, 0
+	for i < len(old) || j < len(ms) {
+		switch {
+		case j == len(ms) || i < len(old) && old[i].ID < ms[j].ID:
+			d.remap[i] = gone
+			d.gone++
+			i++
+		case i == len(old) || ms[j].ID < old[i].ID:
+			d.enter = append(d.enter, j)
+			j++
+		default:
+			d.remap[i] = uint32(j)
+			switch {
+			case ms[j].Weight > old[i].Weight:
+				d.enter = append(d.enter, j)
+				d.heavier[j] = true
+			case ms[j].Weight < old[i].Weight:
+				d.remap[i] |= shrunk
+				d.gone++
+			}
+			i++
+			j++
 		}
-		return
 	}
+	return d
+}
+
+// updateFrom fills nr's tables from an old ring's, own, run and bar (nil
+// if it has none).
+func updateFrom[O slotIndex](nr *Ring, c *contest, d *delta, own, run []O, bar []uint8, work int) {
+	nbar := nr.bars()
+	if bar == nil {
+		nbar = nil // no old bars to copy: computed afterwards
+	}
+	switch {
+	case nr.own8 != nil:
+		update(c, d, own, run, bar, nr.own8[:], nr.run8[:], nbar, work)
+		if nbar == nil && nr.bar != nil {
+			fillBars(c, nr.run8[:], nr.bar[:])
+		}
+	case nr.own16 != nil:
+		update(c, d, own, run, bar, nr.own16[:], nr.run16[:], nbar, work)
+		if nbar == nil && nr.bar != nil {
+			fillBars(c, nr.run16[:], nr.bar[:])
+		}
+	default:
+		update(c, d, own, run, bar, nr.own32[:], nr.run32[:], nil, work)
+	}
+}
+
+func update[O, T slotIndex](c *contest, d *delta, oldOwn, oldRun []O, oldBar []uint8, own, run []T, bar []uint8, work int) {
+	parallel(work, func(lo, hi int) { updateRange(c, d, oldOwn, oldRun, oldBar, own, run, bar, lo, hi) })
+}
+
+// fillBars computes every slot's bar from its runner-up, for a ring
+// updated from one that had no bars.
+func fillBars[T slotIndex](c *contest, run []T, bar []uint8) {
+	parallel(2*ringSlots, func(lo, hi int) {
+		lt := log2Table()
+		for s := lo; s < hi; s++ {
+			b := int(run[s])
+			bar[s] = barLevel(rank(lt, score(c.seed[b], slotSalt(s)), c.recip[b]))
+		}
+	})
+}
+
+// updateRange settles slots lo to hi-1 of a ring whose members differ from
+// the old ring's by d. Where neither the old owner a nor the old runner-up
+// b got worse, everyone else still trails them, so only the members in
+// d.enter can climb past them, and the slot is copied unless one does.
+// Otherwise the slot is looked at again (settle). The common cases, nobody
+// entering and one member entering, have loops of their own. bar is nil
+// or oldBar is not.
+func updateRange[O, T slotIndex](c *contest, d *delta, oldOwn, oldRun []O, oldBar []uint8, own, run []T, bar []uint8, lo, hi int) {
 	lt := log2Table()
-	for s := lo; s < hi; s++ {
-		sx := slotSalt(s)
-		p := podium{bk: ^uint64(0), sk: ^uint64(0)}
-		start := 0
-		for _, g := range c.groups {
-			if g.end-start == 1 {
-				// A class of one, as when every weight differs: no
-				// top2 call, just the member's own rank.
-				u := score(c.seeds[start], sx)
-				if k, _ := bits.Mul64(negLog2(lt, u)<<25, g.recip); k <= p.sk {
-					p = p.enter(k, u, c.index[start])
+	remap := d.remap
+	oldOwn = oldOwn[lo:hi]
+	n := len(oldOwn)
+	oldRun, own, run = oldRun[lo:hi][:n], own[lo:hi][:n], run[lo:hi][:n]
+	if oldBar != nil {
+		oldBar = oldBar[lo:hi][:n]
+	}
+	if bar != nil {
+		bar = bar[lo:hi][:n]
+	}
+	switch {
+	case len(d.enter) == 0:
+		for s, oa := range oldOwn {
+			a, b := remap[oa], remap[oldRun[s]]
+			if (a|b)&shrunk == 0 {
+				own[s], run[s] = T(a), T(b)
+				if bar != nil {
+					bar[s] = oldBar[s]
 				}
+				continue
+			}
+			bi, si, rk := d.rerun(c, lt, slotSalt(lo+s), a, b)
+			own[s], run[s] = T(bi), T(si)
+			if bar != nil {
+				bar[s] = barLevel(rk)
+			}
+		}
+	case len(d.enter) == 1 && len(c.groups) == 1:
+		// One member joins a fleet of one weight: draws alone decide.
+		e := uint32(d.enter[0])
+		se, seed, recip := c.seed[e], c.seed, c.groups[0].recip
+		for s, oa := range oldOwn {
+			a, b := remap[oa], remap[oldRun[s]]
+			if (a|b)&shrunk != 0 || a == e || b == e {
+				bi, si, rk := d.settle(c, lt, slotSalt(lo+s), a, b)
+				own[s], run[s] = T(bi), T(si)
+				if bar != nil {
+					bar[s] = barLevel(rk)
+				}
+				continue
+			}
+			sx := slotSalt(lo + s)
+			ue, ub := score(se, sx), score(seed[b], sx)
+			if ue < ub || ue == ub && e > b {
+				own[s], run[s] = T(a), T(b)
+				if bar != nil {
+					bar[s] = oldBar[s]
+				}
+				continue
+			}
+			ua, ur := score(seed[a], sx), ue
+			if beatsDraw(ue, e, ua, a) {
+				own[s], run[s], ur = T(e), T(a), ua
 			} else {
-				bu, bj, su, sj := top2(c.seeds, sx, start, g.end)
-				if k, _ := bits.Mul64(negLog2(lt, bu)<<25, g.recip); k <= p.sk {
-					p = p.enter(k, bu, c.index[bj])
+				own[s], run[s] = T(a), T(e)
+			}
+			if bar != nil {
+				k, _ := bits.Mul64(negLog2(lt, ur)<<25, recip)
+				bar[s] = barLevel(k)
+			}
+		}
+	case len(d.enter) == 1:
+		// One member joins or grows: it is ranked against the bar, then
+		// the runner-up, then the owner, for as long as it keeps up.
+		e := uint32(d.enter[0])
+		se, re, seed, recip := c.seed[e], c.recip[e], c.seed, c.recip
+		for s, oa := range oldOwn {
+			a, b := remap[oa], remap[oldRun[s]]
+			switch {
+			case (a|b)&shrunk != 0:
+				bi, si, rk := d.settle(c, lt, slotSalt(lo+s), a, b)
+				own[s], run[s] = T(bi), T(si)
+				if bar != nil {
+					bar[s] = barLevel(rk)
 				}
-				if k, _ := bits.Mul64(negLog2(lt, su)<<25, g.recip); k <= p.sk {
-					p = p.enter(k, su, c.index[sj])
+				continue
+			case a == e:
+				// An owner that grew stays ahead of the same runner-up.
+				own[s], run[s] = T(a), T(b)
+				if bar != nil {
+					bar[s] = oldBar[s]
+				}
+				continue
+			case b == e:
+				// A runner-up that grew may pass the owner.
+				sx := slotSalt(lo + s)
+				ua, ub := score(seed[a], sx), score(se, sx)
+				ka, _ := bits.Mul64(negLog2(lt, ua)<<25, recip[a])
+				kb, _ := bits.Mul64(negLog2(lt, ub)<<25, re)
+				if beatsRank(kb, ub, b, ka, ua, a) {
+					own[s], run[s], kb = T(b), T(a), ka
+				} else {
+					own[s], run[s] = T(a), T(b)
+				}
+				if bar != nil {
+					bar[s] = barLevel(kb)
+				}
+				continue
+			}
+			sx := slotSalt(lo + s)
+			ue := score(se, sx)
+			le := lowRank(ue, re)
+			if oldBar != nil && le > barCeil[oldBar[s]] {
+				own[s], run[s] = T(a), T(b)
+				if bar != nil {
+					bar[s] = oldBar[s]
+				}
+				continue
+			}
+			ub := score(seed[b], sx)
+			kb, _ := bits.Mul64(negLog2(lt, ub)<<25, recip[b])
+			if le <= kb {
+				if ke, _ := bits.Mul64(negLog2(lt, ue)<<25, re); beatsRank(ke, ue, e, kb, ub, b) {
+					ua := score(seed[a], sx)
+					if ka, _ := bits.Mul64(negLog2(lt, ua)<<25, recip[a]); beatsRank(ke, ue, e, ka, ua, a) {
+						own[s], run[s], kb = T(e), T(a), ka
+					} else {
+						own[s], run[s], kb = T(a), T(e), ke
+					}
+					if bar != nil {
+						bar[s] = barLevel(kb)
+					}
+					continue
 				}
 			}
-			start = g.end
+			own[s], run[s] = T(a), T(b)
+			if bar != nil {
+				bar[s] = oldBar[s]
+			}
 		}
-		own[s], run[s] = T(p.bi), T(p.si)
+	default:
+		for s, oa := range oldOwn {
+			bi, si, rk := d.settle(c, lt, slotSalt(lo+s), remap[oa], remap[oldRun[s]])
+			own[s], run[s] = T(bi), T(si)
+			if bar != nil {
+				bar[s] = barLevel(rk)
+			}
+		}
 	}
+}
+
+// beatsDraw reports whether member i with draw u beats member j with draw v
+// when both have the same weight.
+func beatsDraw(u uint64, i uint32, v uint64, j uint32) bool { return u > v || u == v && i < j }
+
+// beatsRank reports whether member i with rank k and draw u beats member j
+// with rank l and draw v.
+func beatsRank(k, u uint64, i uint32, l, v uint64, j uint32) bool {
+	return k < l || k == l && (u > v || u == v && i < j)
+}
+
+// settle returns the owner and runner-up, and the runner-up's rank, of the
+// slot with salt sx whose old owner and runner-up map to a and b.
+func (d *delta) settle(c *contest, lt *[1025]uint64, sx uint64, a, b uint32) (owner, runner int, rk uint64) {
+	if (a|b)&shrunk != 0 {
+		return d.rerun(c, lt, sx, a, b)
+	}
+	return d.contend(c, lt, sx, int(a), int(b))
+}
+
+// rerun is settle for a slot where the old owner a or runner-up b, or
+// both, left or got lighter. An owner that got lighter but still beats
+// the runner-up keeps its place.
+func (d *delta) rerun(c *contest, lt *[1025]uint64, sx uint64, a, b uint32) (owner, runner int, rk uint64) {
+	switch {
+	case a&b&shrunk != 0:
+		return c.top(lt, sx)
+	case b&shrunk != 0:
+		return c.topGiven(lt, sx, int(a))
+	case a != gone:
+		if a &^= shrunk; c.entry(lt, sx, int(a)).beats(c.entry(lt, sx, int(b))) {
+			return d.contend(c, lt, sx, int(a), int(b))
+		}
+	}
+	return c.topGiven(lt, sx, int(b))
+}
+
+// contend returns the owner and runner-up of the slot with salt sx whose
+// owner a and runner-up b still lead everyone outside d.enter, and the
+// runner-up's rank: they, unless members in d.enter beat b.
+func (d *delta) contend(c *contest, lt *[1025]uint64, sx uint64, a, b int) (owner, runner int, rk uint64) {
+	fb := c.entry(lt, sx, b)
+	if !d.heavier[b] {
+		climbs := false
+		for _, e := range d.enter {
+			if e != a && c.beats(lt, sx, e, fb) {
+				climbs = true
+				break
+			}
+		}
+		if !climbs {
+			return a, b, c.rankOf(lt, fb)
+		}
+	}
+	p := podium{bk: ^uint64(0), sk: ^uint64(0)}
+	fa := c.entry(lt, sx, a)
+	p = p.enter(fa.k, fa.u, fa.i)
+	p = p.enter(fb.k, fb.u, fb.i)
+	for _, e := range d.enter {
+		if e != a && e != b {
+			if f := c.entry(lt, sx, e); f.k <= p.sk {
+				p = p.enter(f.k, f.u, f.i)
+			}
+		}
+	}
+	return p.bi, p.si, c.rankOf(lt, entry{k: p.sk, u: p.su, i: p.si})
 }
 
 // memberSeed spreads a member's ID over 64 bits for scoring. It is re-mixed

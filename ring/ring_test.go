@@ -385,10 +385,11 @@ func TestRingBuildIndependentOfWorkers(t *testing.T) {
 	// One sequential pass over a stretch that several workers' chunks
 	// covered.
 	const lo, hi = ringSlots/2 - 3*buildChunk, ringSlots/2 + 3*buildChunk
-	own, run := make([]uint16, ringSlots), make([]uint16, ringSlots)
-	fillRange(newContest(r.nodes()), own, run, lo, hi)
+	own, run, bar := make([]uint16, ringSlots), make([]uint16, ringSlots), make([]uint8, ringSlots)
+	fillRange(newContest(r.nodes()), own, run, bar, lo, hi)
 	assert.True(t, slices.Equal(own[lo:hi], r.own16[lo:hi]), "owners differ from a single-worker build")
 	assert.True(t, slices.Equal(run[lo:hi], r.run16[lo:hi]), "runner-ups differ from a single-worker build")
+	assert.True(t, slices.Equal(bar[lo:hi], r.bar[lo:hi]), "bars differ from a single-worker build")
 }
 
 func TestRingAllocs(t *testing.T) {
