@@ -33,7 +33,7 @@ test:
 
 # The README's benchmark tables.
 bench:
-	go test -run '^$$' -bench . -benchmem -count 1 . ./client
+	go test -run '^$$' -bench . -benchmem -count 1 . ./client ./ring
 	cd bench && go test -run '^$$' -bench . -benchmem -count 1 .
 
 # Longer fuzzing than the seed corpus make test runs: FUZZTIME per target.
