@@ -19,24 +19,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wsredirect/wsredirect/internal/testtool"
+
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/wsredirect/wsredirect"
 	"github.com/wsredirect/wsredirect/dnssrv"
 )
-
-// skipForTool skips a test whose tool is missing, saying how to get it. CI
-// sets WSREDIRECT_REQUIRE_TOOLS=1 after installing every tool, so there a
-// missing tool fails the test instead of skipping it quietly. (The same as
-// e2e's, which is another module.)
-func skipForTool(t *testing.T, how string) {
-	t.Helper()
-	if os.Getenv("WSREDIRECT_REQUIRE_TOOLS") != "" {
-		t.Fatal(how)
-	}
-	t.Skip(how)
-}
 
 // dnsmasqBin returns Debian's dnsmasq: /usr/sbin, which is not on every
 // user's PATH, else the first on PATH.
@@ -49,7 +39,7 @@ func dnsmasqBin(t *testing.T) string {
 	if p, err := exec.LookPath("dnsmasq"); err == nil {
 		return p
 	}
-	skipForTool(t, "the DNS SRV tests need dnsmasq: apt-get install dnsmasq-base (no "+sbin+", none on PATH)")
+	testtool.Missing(t, "the DNS SRV tests need dnsmasq: apt-get install dnsmasq-base (no "+sbin+", none on PATH)")
 	return ""
 }
 

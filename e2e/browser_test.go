@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wsredirect/wsredirect/internal/testtool"
+
 	"github.com/chromedp/chromedp"
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/assert"
@@ -218,7 +220,7 @@ func startChromium(t *testing.T) context.Context {
 	t.Helper()
 	path, err := findChromium()
 	if err != nil {
-		skipForTool(t, err.Error())
+		testtool.Missing(t, err.Error())
 	}
 	var output syncBuffer
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),

@@ -12,9 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wsredirect/wsredirect/internal/testtool"
+
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
 	"github.com/wsredirect/wsredirect"
 )
 
@@ -48,7 +51,7 @@ func requireNodeWS(t *testing.T) string {
 		_, err = os.Stat(filepath.Join("node", "node_modules", "ws", "package.json"))
 	}
 	if err != nil {
-		skipForTool(t, fmt.Sprintf("run `npm ci --prefix e2e/node` (needs Node.js 20+): %v", err))
+		testtool.Missing(t, fmt.Sprintf("run `npm ci --prefix e2e/node` (needs Node.js 20+): %v", err))
 	}
 	return node
 }

@@ -13,17 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// skipForTool skips a test whose tool is missing, saying how to get it. CI
-// sets WSREDIRECT_REQUIRE_TOOLS=1 after installing every tool, so there a
-// missing tool fails the test instead of skipping it quietly.
-func skipForTool(t *testing.T, how string) {
-	t.Helper()
-	if os.Getenv("WSREDIRECT_REQUIRE_TOOLS") != "" {
-		t.Fatal(how)
-	}
-	t.Skip(how)
-}
-
 // chromiumNames are the names Chromium goes by on PATH: Debian's package,
 // Ubuntu's, and Google's builds.
 var chromiumNames = []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wsredirect/wsredirect/internal/testtool"
+
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -83,18 +85,6 @@ func only(series map[string]float64, prefix string) map[string]float64 {
 	return out
 }
 
-// skipForTool skips a test whose tool is missing, saying how to get it. CI
-// sets WSREDIRECT_REQUIRE_TOOLS=1 after installing every tool, so there a
-// missing tool fails the test instead of skipping it quietly. (The same as
-// dnssrv's and e2e's, which are other modules.)
-func skipForTool(t *testing.T, how string) {
-	t.Helper()
-	if os.Getenv("WSREDIRECT_REQUIRE_TOOLS") != "" {
-		t.Fatal(how)
-	}
-	t.Skip(how)
-}
-
 // promtoolBin returns Debian's promtool, else the first on PATH.
 func promtoolBin(t *testing.T) string {
 	t.Helper()
@@ -105,7 +95,7 @@ func promtoolBin(t *testing.T) string {
 	if p, err := exec.LookPath("promtool"); err == nil {
 		return p
 	}
-	skipForTool(t, "checking the exposition needs promtool: apt-get install prometheus (no "+bin+", none on PATH)")
+	testtool.Missing(t, "checking the exposition needs promtool: apt-get install prometheus (no "+bin+", none on PATH)")
 	return ""
 }
 

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wsredirect/wsredirect/internal/testtool"
 )
 
 // TestMain lets the test binary be the servers the harness starts, as the
@@ -32,11 +34,7 @@ func TestSmoke(t *testing.T) {
 	defer h.cleanup()
 	for tool, path := range map[string]string{"nginx-light": h.nginxPath, "wrk": h.wrkPath} {
 		if path == "" {
-			msg := "make perf's peers are missing: apt-get install -y nginx-light wrk (" + tool + ")"
-			if os.Getenv("WSREDIRECT_REQUIRE_TOOLS") != "" {
-				t.Fatal(msg)
-			}
-			t.Skip(msg)
+			testtool.Missing(t, "make perf's peers are missing: apt-get install -y nginx-light wrk ("+tool+")")
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -1,0 +1,20 @@
+// Package testtool is for tests that need a tool the machine may lack
+// (Chromium, Node, dnsmasq, promtool, NGINX), in every module of this
+// repository.
+package testtool
+
+import (
+	"os"
+	"testing"
+)
+
+// Missing stops a test whose tool is missing, saying how to get it: it
+// skips, or fails when WSREDIRECT_REQUIRE_TOOLS is set, as CI sets it after
+// installing every tool, so that there a missing tool cannot pass quietly.
+func Missing(t testing.TB, how string) {
+	t.Helper()
+	if os.Getenv("WSREDIRECT_REQUIRE_TOOLS") != "" {
+		t.Fatal(how)
+	}
+	t.Skip(how)
+}
