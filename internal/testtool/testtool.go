@@ -15,6 +15,7 @@ func Missing(t testing.TB, how string) {
 	t.Helper()
 	if os.Getenv("WSREDIRECT_REQUIRE_TOOLS") != "" {
 		t.Fatal(how)
+		return
 	}
 	t.Skip(how)
 }
