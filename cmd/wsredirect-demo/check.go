@@ -57,11 +57,19 @@ type checker struct {
 
 	victim            string
 	drained, restored int // connections MoveConns reported
+
+	crashed     string
+	lost        int           // connections the crash broke
+	leaseGone   time.Duration // from the crash until no server listed the node
+	reconnects  []time.Duration
+	reconnectTo map[string]int
+	returned    int // connections moved back when the node restarted
 }
 
 // check connects clients through the front door, drains the busiest node
-// and undrains it, verifying where every client is at each step. It prints
-// a table to stdout and progress to stderr.
+// through etcd and undrains it, then crashes the busiest node and restarts
+// it, verifying where every client is at each step. It prints a table to
+// stdout and progress to stderr.
 func check(ctx context.Context, f *fleet, clients int, stdout, stderr io.Writer) error {
 	c := &checker{
 		f:    f,
@@ -81,6 +89,10 @@ func check(ctx context.Context, f *fleet, clients int, stdout, stderr io.Writer)
 		{"chat after drain", func(ctx context.Context) error { return c.chatRound(ctx, "chat after drain") }},
 		{"undrain", c.undrain},
 		{"chat after undrain", func(ctx context.Context) error { return c.chatRound(ctx, "chat after undrain") }},
+		{"crash", c.crash},
+		{"chat after crash", func(ctx context.Context) error { return c.chatRound(ctx, "chat after crash") }},
+		{"restart", c.restart},
+		{"chat after restart", func(ctx context.Context) error { return c.chatRound(ctx, "chat after restart") }},
 	}
 	for _, s := range steps {
 		err := s.run(ctx)
@@ -136,30 +148,37 @@ func (c *checker) connect(ctx context.Context, clients int) error {
 	for i := range c.probes {
 		c.probes[i] = &probe{n: i, room: fmt.Sprintf("room-%d", rand.N(c.rooms))}
 	}
-	base := "ws" + strings.TrimPrefix(c.f.front.url, "http") + "/rooms/"
 	return c.each(ctx, dialers, c.probes, func(ctx context.Context, p *probe) error {
 		start := time.Now()
-		conn, _, err := c.dialer.Connect(ctx, base+p.room, nil)
+		err := c.join(ctx, p, func(p *probe) string { return c.owner(p.room, -1) })
 		p.connect = time.Since(start)
-		if err != nil {
-			return fmt.Errorf("client %d (%s): %w", p.n, p.room, err)
-		}
-		p.conn = conn
-		p.hops = len(conn.Hops()) - 1
-		// The front door is no member: it redirects every client, once.
-		if p.hops != 1 {
-			return fmt.Errorf("client %d (%s) took %d redirects to connect; want 1, from the front door to the owner", p.n, p.room, p.hops)
-		}
-		g, err := p.greeting(ctx)
-		if err != nil {
-			return err
-		}
-		if want := c.owner(p.room, -1); g.Node != want || g.Room != p.room {
-			return fmt.Errorf("client %d joined %s on %s; the ring owner is %s", p.n, p.room, g.Node, want)
-		}
-		p.node = g.Node
-		return nil
+		return err
 	})
+}
+
+// join connects p through the front door, which must redirect it once, to
+// want(p), and reads its greeting.
+func (c *checker) join(ctx context.Context, p *probe, want func(*probe) string) error {
+	base := "ws" + strings.TrimPrefix(c.f.front.url, "http") + "/rooms/"
+	conn, _, err := c.dialer.Connect(ctx, base+p.room, nil)
+	if err != nil {
+		return fmt.Errorf("client %d (%s): %w", p.n, p.room, err)
+	}
+	p.conn = conn
+	p.hops = len(conn.Hops()) - 1
+	// The front door is no member: it redirects every client, once.
+	if p.hops != 1 {
+		return fmt.Errorf("client %d (%s) took %d redirects to connect; want 1, from the front door to the owner", p.n, p.room, p.hops)
+	}
+	g, err := p.greeting(ctx)
+	if err != nil {
+		return err
+	}
+	if w := want(p); g.Node != w || g.Room != p.room {
+		return fmt.Errorf("client %d joined %s on %s; the ring owner is %s", p.n, p.room, g.Node, w)
+	}
+	p.node = g.Node
+	return nil
 }
 
 // busiest returns the node serving the most clients: the drain that moves
@@ -194,6 +213,83 @@ func (c *checker) undrain(ctx context.Context) error {
 		func(p *probe) string { return c.owner(p.room, -1) },
 		func(ctx context.Context) (int, error) { return c.f.undrain(ctx, c.victim) })
 	c.restored = moved
+	return err
+}
+
+// crash crashes the busiest node: no revoke, so etcd lists it until its
+// lease expires. Its clients' connections break (the Go client reconnects
+// only when a server moves it), and once no server lists the node they
+// connect again through the front door, which must send each to its room's
+// owner without the crashed node.
+func (c *checker) crash(ctx context.Context) error {
+	c.crashed = c.busiest()
+	gone := c.memberIndex(c.crashed)
+	var lost []*probe
+	for _, p := range c.probes {
+		if p.node == c.crashed {
+			lost = append(lost, p)
+		}
+	}
+	c.lost = len(lost)
+	c.prog.start("crash "+c.crashed, len(lost))
+	broken := make(chan error, 1)
+	go func() {
+		broken <- c.each(ctx, len(lost), lost, func(ctx context.Context, p *probe) error {
+			// Chat lines of the last round may be queued before the break.
+			m, err := p.read(ctx)
+			for err == nil && m.Node == "" {
+				m, err = p.read(ctx)
+			}
+			if err == nil {
+				return fmt.Errorf("client %d (%s) was greeted by %s after %s crashed", p.n, p.room, m.Node, c.crashed)
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("client %d (%s): its connection to %s did not break: %w", p.n, p.room, c.crashed, err)
+			}
+			p.conn.Close()
+			return nil
+		})
+	}()
+	start := time.Now()
+	if err := c.f.crash(ctx, c.crashed); err != nil {
+		return err
+	}
+	if err := <-broken; err != nil {
+		return err
+	}
+	c.prog.end()
+	c.prog.start("lease of "+c.crashed, 1)
+	if err := c.f.waitGone(ctx, c.crashed); err != nil {
+		return fmt.Errorf("the fleet still lists %s %s after its crash: %w", c.crashed, time.Since(start).Round(time.Millisecond), err)
+	}
+	c.leaseGone = time.Since(start)
+	c.prog.add()
+	c.prog.end()
+
+	c.prog.start("reconnect", len(lost))
+	want := func(p *probe) string { return c.owner(p.room, gone) }
+	c.reconnectTo = map[string]int{}
+	var mu sync.Mutex
+	return c.each(ctx, dialers, lost, func(ctx context.Context, p *probe) error {
+		start := time.Now()
+		if err := c.join(ctx, p, want); err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		c.reconnects = append(c.reconnects, time.Since(start))
+		c.reconnectTo[p.node]++
+		return nil
+	})
+}
+
+// restart starts the crashed node again, on a new lease, and checks that
+// the clients of its rooms moved back to it, each once.
+func (c *checker) restart(ctx context.Context) error {
+	moved, err := c.moveAndFollow(ctx, "restart "+c.crashed, "",
+		func(p *probe) string { return c.owner(p.room, -1) },
+		func(ctx context.Context) (int, error) { return c.f.restart(ctx, c.crashed) })
+	c.returned = moved
 	return err
 }
 
@@ -360,10 +456,11 @@ func (c *checker) report(w io.Writer) {
 	var connects, moves []time.Duration
 	atConnect, redirects, maxHops, maxMoveHops := 0, 0, 0, 0
 	movedTo := map[string]int{}
+	redirects += len(c.reconnects) // one each, from the front door
 	for _, p := range c.probes {
 		connects = append(connects, p.connect)
-		atConnect += p.hops
-		redirects += p.hops
+		atConnect++ // one each, checked
+		redirects++
 		maxHops = max(maxHops, p.hops)
 		for i, m := range p.moves {
 			moves = append(moves, m.elapsed)
@@ -374,24 +471,32 @@ func (c *checker) report(w io.Writer) {
 			}
 		}
 	}
-	var to []string
-	for _, id := range slices.Sorted(maps.Keys(movedTo)) {
-		to = append(to, fmt.Sprintf("%s %d", id, movedTo[id]))
-	}
 	stayed := len(c.probes) - c.drained
 	fmt.Fprintln(w, "check passed")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "  nodes\t%d\n", len(c.f.nodes))
 	fmt.Fprintf(tw, "  clients\t%d in %d rooms, all on their room's owner\n", len(c.probes), c.rooms)
-	fmt.Fprintf(tw, "  redirects\t%d (%d at connect, %d on drain, %d on undrain)\n", redirects, atConnect, c.drained, c.restored)
+	fmt.Fprintf(tw, "  redirects\t%d (%d at connect, %d on drain, %d on undrain, %d on reconnect, %d on restart)\n", redirects, atConnect, c.drained, c.restored, len(c.reconnects), c.returned)
 	fmt.Fprintf(tw, "  hops\tmax %d per connect, max %d per move\n", maxHops, maxMoveHops)
-	fmt.Fprintf(tw, "  moved on drain\t%d from %s (to %s); %d did not move\n", c.drained, c.victim, strings.Join(to, ", "), stayed)
+	fmt.Fprintf(tw, "  moved on drain\t%d from %s (to %s); %d did not move\n", c.drained, c.victim, counts(movedTo), stayed)
 	fmt.Fprintf(tw, "  moved on undrain\t%d back to %s; %d did not move\n", c.restored, c.victim, len(c.probes)-c.restored)
-	fmt.Fprintf(tw, "  connect time\tp50 %s  p99 %s\n", percentile(connects, 50), percentile(connects, 99))
+	fmt.Fprintf(tw, "  crash\t%s stopped without revoking its lease: %d connections broke; etcd dropped it after %s\n", c.crashed, c.lost, c.leaseGone.Round(100*time.Millisecond))
+	fmt.Fprintf(tw, "  reconnected\t%d through the front door to their rooms' new owners (%s)\n", len(c.reconnects), counts(c.reconnectTo))
+	fmt.Fprintf(tw, "  moved on restart\t%d back to %s, on a new lease; %d did not move\n", c.returned, c.crashed, len(c.probes)-c.returned)
+	fmt.Fprintf(tw, "  connect time\tp50 %s  p99 %s (reconnects after the crash: p50 %s)\n", percentile(connects, 50), percentile(connects, 99), percentile(c.reconnects, 50))
 	if len(moves) > 0 {
 		fmt.Fprintf(tw, "  move time\tp50 %s  p99 %s (reconnecting handshake)\n", percentile(moves, 50), percentile(moves, 99))
 	}
 	tw.Flush()
+}
+
+// counts lists how many went to each node.
+func counts(to map[string]int) string {
+	var s []string
+	for _, id := range slices.Sorted(maps.Keys(to)) {
+		s = append(s, fmt.Sprintf("%s %d", id, to[id]))
+	}
+	return strings.Join(s, ", ")
 }
 
 // percentile returns the p-th percentile of ds by nearest rank, rounded

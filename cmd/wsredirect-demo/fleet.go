@@ -5,59 +5,100 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/wsredirect/wsredirect"
 )
 
-// The pace of a drain: how a node hands its open connections to their new
+// The pace of a move: how a node hands open connections to their new
 // owners. Small batches spread the reconnects.
-var moveOptions = wsredirect.MoveOptions{Batch: 50, Interval: 100 * time.Millisecond}
+var moveOptions = wsredirect.MoveOptions{Batch: 50, Interval: 100 * time.Millisecond, Grace: 2 * time.Second}
 
-// fleet is the whole demo: the nodes, the front door, and the control plane
-// that tells every one of them which members drain.
+// opTimeout bounds one operation of the page (a drain, an undrain, a
+// restart) from its start to the last connection moved.
+const opTimeout = 30 * time.Second
+
+// fleet is the whole demo: etcd, the nodes and the front door. Nodes
+// register in etcd and every server follows the fleet listed there; the
+// fleet's operations (drain, undrain, crash, restart) act through etcd and
+// watch their effect.
 type fleet struct {
-	nodes   []*node
-	front   *frontDoor
-	origins []string // the front door's page origins, the only ones browsers may connect from
+	cfg       config
+	log       *slog.Logger
+	endpoints []string
+	embedded  *embeddedEtcd    // nil with -etcd
+	cli       *clientv3.Client // the control plane's: the front door's source, lease look-ups
+	nodes     []*node
+	front     *frontDoor
+	origins   []string // the front door's page origins, the only ones browsers may connect from
+	stats     *stats
+	bots      *bots
 
-	// mu serialises drains and undrains, so two presses cannot interleave
-	// their updates across the fleet.
-	mu sync.Mutex
+	ctx    context.Context // ends at shutdown: operations, sampler, simulated clients
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// mu serialises the start of operations, so that two presses cannot
+	// both pass the check that a node would be left serving.
+	mu      sync.Mutex
+	closing bool
+	ops     sync.WaitGroup // operations under way
+	bg      sync.WaitGroup // crashed nodes' sources closing
+	stopped sync.Once
 }
 
-// startFleet listens on addr for the front door and on a free loopback
-// port for each node, then starts serving.
-func startFleet(addr string, nodes int) (*fleet, error) {
-	frontLn, err := listenFront(addr)
+// Errors of operations that are refused.
+var (
+	errLastNode = errors.New("it is the last node serving: undrain or restart another first")
+	errBusy     = errors.New("an operation on it is under way")
+	errDown     = errors.New("it is down: restart it first")
+	errUp       = errors.New("it is running")
+	errClosing  = errors.New("the fleet is shutting down")
+)
+
+// startFleet starts etcd (unless cfg names one), the nodes, each on a
+// free loopback port and registered in etcd, and the front door on
+// cfg.addr, and returns once every one of them lists every node.
+func startFleet(ctx context.Context, cfg config) (f *fleet, err error) {
+	frontLn, err := listenFront(cfg.addr)
 	if err != nil {
 		return nil, err
 	}
-	f := &fleet{}
-	var lns []net.Listener
-	fail := func(err error) (*fleet, error) {
-		frontLn.Close()
-		for _, ln := range lns {
-			ln.Close()
-		}
-		return nil, err
-	}
-	var members []wsredirect.Member
-	for i := range nodes {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	f = &fleet{cfg: cfg, log: cfg.logger}
+	f.ctx, f.cancel = context.WithCancel(context.Background())
+	defer func() {
 		if err != nil {
-			return fail(fmt.Errorf("node listener: %w", err))
+			frontLn.Close()
+			f.shutdown(io.Discard)
 		}
-		lns = append(lns, ln)
-		n := &node{id: fmt.Sprintf("node-%d", i+1), url: "ws://" + ln.Addr().String()}
-		f.nodes = append(f.nodes, n)
-		members = append(members, wsredirect.Member{ID: n.id, URL: n.url})
+	}()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+
+	if len(cfg.etcd) == 0 {
+		if f.embedded, err = startEmbeddedEtcd(cfg.logOutput); err != nil {
+			return f, err
+		}
+		f.endpoints = []string{f.embedded.endpoint}
+	} else {
+		f.endpoints = cfg.etcd
 	}
+	if f.cli, err = newEtcdClient(f.endpoints); err != nil {
+		return f, fmt.Errorf("etcd client: %w", err)
+	}
+	if err := f.checkEtcd(ctx); err != nil {
+		return f, err
+	}
+
 	frontURL := "http://" + frontLn.Addr().String()
 	f.origins = []string{frontURL}
 	if _, port, _ := net.SplitHostPort(frontLn.Addr().String()); port != "" {
@@ -65,16 +106,61 @@ func startFleet(addr string, nodes int) (*fleet, error) {
 			f.origins = append(f.origins, alias)
 		}
 	}
+	var lns []net.Listener
+	defer func() {
+		if err != nil {
+			for _, ln := range lns {
+				ln.Close()
+			}
+		}
+	}()
+	for i := range cfg.nodes {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return f, fmt.Errorf("node listener: %w", err)
+		}
+		lns = append(lns, ln)
+		f.nodes = append(f.nodes, newNode(f, fmt.Sprintf("node-%d", i+1), ln.Addr().String()))
+	}
 	for i, n := range f.nodes {
-		if err := n.start(lns[i], members, f.origins); err != nil {
-			return fail(err)
+		if err := n.start(ctx, lns[i]); err != nil {
+			return f, err
 		}
 	}
-	f.front, err = startFrontDoor(f, frontLn, frontURL, members)
-	if err != nil {
-		return fail(err)
+	if err := f.await(ctx, f.everyoneLists(f.ids()...)); err != nil {
+		return f, fmt.Errorf("the nodes did not see each other in etcd: %w", err)
 	}
+	if f.front, err = startFrontDoor(ctx, f, frontLn, frontURL); err != nil {
+		return f, err
+	}
+	f.stats = newStats(f)
+	f.bots = newBots(f)
+	f.wg.Go(f.stats.run)
 	return f, nil
+}
+
+// checkEtcd makes sure etcd answers, and that no other fleet is
+// registered under the prefix: two demos on one etcd would mix their
+// nodes.
+func (f *fleet) checkEtcd(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := f.cli.Get(ctx, f.cfg.prefix+"members/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return fmt.Errorf("etcd at %v does not answer: %w", f.endpoints, err)
+	}
+	if resp.Count > 0 {
+		return fmt.Errorf("etcd at %v lists %d member(s) under %smembers/ already: another demo uses it? Use another -prefix, or wait %s for a stopped one's leases to expire",
+			f.endpoints, resp.Count, f.cfg.prefix, f.cfg.ttl)
+	}
+	return nil
+}
+
+func (f *fleet) etcdKind() string {
+	if f.embedded != nil {
+		return "embedded, removed on exit"
+	}
+	return "-etcd"
 }
 
 // listenFront listens on the front door's address, which must be on
@@ -110,121 +196,393 @@ func (f *fleet) node(id string) *node {
 	return nil
 }
 
-// middlewares returns every middleware of the fleet, front door included:
-// the ones a control plane must tell about drains.
+func (f *fleet) ids() []string {
+	ids := make([]string, len(f.nodes))
+	for i, n := range f.nodes {
+		ids[i] = n.id
+	}
+	return ids
+}
+
+// middlewares returns the middleware of the front door (when started) and
+// of every node that is up: the servers whose view of the fleet counts.
 func (f *fleet) middlewares() []*wsredirect.Middleware {
-	mws := []*wsredirect.Middleware{f.front.mw}
+	var mws []*wsredirect.Middleware
+	if f.front != nil {
+		mws = append(mws, f.front.mw)
+	}
 	for _, n := range f.nodes {
-		mws = append(mws, n.mw)
+		if in := n.instance(); in != nil {
+			mws = append(mws, in.mw)
+		}
 	}
 	return mws
 }
 
-// errLastNode refuses a drain that would leave no node to take rooms.
-var errLastNode = errors.New("it is the last node serving: undrain another first")
+// everyoneLists reports whether every server's member set has ids.
+func (f *fleet) everyoneLists(ids ...string) func() bool {
+	return f.everyone(func(ms []wsredirect.Member) bool {
+		for _, id := range ids {
+			if !slices.ContainsFunc(ms, func(m wsredirect.Member) bool { return m.ID == id }) {
+				return false
+			}
+		}
+		return true
+	})
+}
 
-// drain marks node id as draining on every node and the front door, with
-// one start time so they all agree, then moves its open connections to
-// their rooms' next owners. It returns how many it moved.
-func (f *fleet) drain(ctx context.Context, id string) (int, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n := f.node(id)
-	if n == nil {
-		return 0, fmt.Errorf("no node %q", id)
+// everyone reports whether ok holds for every server's member set.
+func (f *fleet) everyone(ok func([]wsredirect.Member) bool) func() bool {
+	return func() bool {
+		for _, mw := range f.middlewares() {
+			if !ok(mw.State().Members()) {
+				return false
+			}
+		}
+		return true
 	}
-	serving := 0
+}
+
+// member returns id as the front door's member set has it: what etcd
+// lists, as far as the front door has heard.
+func (f *fleet) member(id string) (wsredirect.Member, bool) {
 	for _, m := range f.front.mw.State().Members() {
-		if m.DrainingSince.IsZero() && m.ID != id {
-			serving++
+		if m.ID == id {
+			return m, true
 		}
 	}
-	if serving == 0 {
-		return 0, errLastNode
-	}
-	// Peers first: until they know, the draining node must keep serving
-	// its rooms itself, or it and a peer would send clients to each other.
-	since := time.Now()
-	for _, mw := range f.middlewares() {
-		if mw != n.mw {
-			if err := mw.DrainMember(id, since, 0); err != nil {
-				return 0, err
-			}
-		}
-	}
-	if err := n.mw.DrainMember(id, since, 0); err != nil {
-		return 0, err
-	}
-	moved, cut, err := n.mw.MoveConns(ctx, moveOptions)
-	return moved + cut, err
+	return wsredirect.Member{}, false
 }
 
-// undrain gives node id its rooms back: new connections at once, and the
-// open connections other nodes took over, which are moved back so that a
-// room's clients never end up split over two nodes and unable to chat. It
-// returns how many connections moved.
-func (f *fleet) undrain(ctx context.Context, id string) (int, error) {
+// serving counts the nodes other than id that serve rooms: up, listed,
+// and neither draining nor about to.
+func (f *fleet) serving(except string) int {
+	k := 0
+	for _, n := range f.nodes {
+		if n.id == except || n.instance() == nil {
+			continue
+		}
+		if o := n.currentOp(); o != nil && o.Kind == "drain" && o.Ended.IsZero() {
+			continue
+		}
+		if m, ok := f.member(n.id); ok && m.DrainingSince.IsZero() {
+			k++
+		}
+	}
+	return k
+}
+
+// await polls done until it reports true, ctx ends or opTimeout passes.
+func (f *fleet) await(ctx context.Context, done func() bool) error {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	t := time.NewTicker(25 * time.Millisecond)
+	defer t.Stop()
+	for !done() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// begin starts an operation of kind on node id, once allowed says it may
+// run; the operation ends with n.end.
+func (f *fleet) begin(id, kind string, allowed func(*node) error) (*node, *op, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.closing {
+		return nil, nil, errClosing
+	}
 	n := f.node(id)
 	if n == nil {
-		return 0, fmt.Errorf("no node %q", id)
+		return nil, nil, fmt.Errorf("no node %q", id)
 	}
-	// The node first, so it serves its rooms before peers send them back.
-	if err := n.mw.DrainMember(id, time.Time{}, 0); err != nil {
-		return 0, err
+	if o := n.currentOp(); o != nil && o.Ended.IsZero() {
+		return nil, nil, errBusy
 	}
-	for _, mw := range f.middlewares() {
-		if mw != n.mw {
-			if err := mw.DrainMember(id, time.Time{}, 0); err != nil {
-				return 0, err
-			}
-		}
+	if err := allowed(n); err != nil {
+		return nil, nil, err
 	}
-	return f.moveAll(ctx, moveOptions)
+	o := &op{Kind: kind, Phase: "starting", Began: time.Now()}
+	n.setOp(o)
+	f.ops.Add(1) // done in n.end
+	return n, o, nil
 }
 
-// moveAll runs MoveConns on every node at once and adds up the moves.
-func (f *fleet) moveAll(ctx context.Context, opts wsredirect.MoveOptions) (int, error) {
+func (f *fleet) whenUp(n *node) error {
+	if n.instance() == nil {
+		return errDown
+	}
+	return nil
+}
+
+// drain drains node id through etcd (Source.Drain: its record takes effect
+// Settle, 2 s, after it is written, and hands its rooms off over the ramp)
+// and returns, once every connection it had has moved to its room's next
+// owner, how many did.
+func (f *fleet) drain(ctx context.Context, id string) (int, error) {
+	n, o, err := f.begin(id, "drain", func(n *node) error {
+		if err := f.whenUp(n); err != nil {
+			return err
+		}
+		if f.serving(n.id) == 0 {
+			return errLastNode
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	in := n.instance()
+	base := n.moves()
+	if err := in.src.Drain(ctx, f.cfg.ramp); err != nil {
+		return 0, n.end(o, err)
+	}
+	err = f.await(ctx, func() bool {
+		st := in.mw.State()
+		on, handedOff := st.Draining()
+		left := in.misplaced(false).all // every one of them moves
+		moves := n.moves()
+		n.progress(o, func() {
+			for _, m := range st.Members() {
+				if m.ID == n.id {
+					o.Since, o.Ramp = m.DrainingSince, m.DrainRamp
+				}
+			}
+			switch {
+			case !on:
+				o.Phase = "writing" // until the record comes back through the watch
+			case time.Now().Before(o.Since):
+				o.Phase = "settling"
+			default:
+				o.Phase = "moving"
+			}
+			o.Moved, o.Cut = moves.since(base)
+			o.Remaining = left
+		})
+		return on && handedOff >= 1 && left == 0
+	})
+	return o.total(), n.end(o, err)
+}
+
+// undrain gives node id its rooms back through etcd (Source.Undrain: the
+// node first, then every other server as it hears), and returns, once the
+// connections the others took over have moved back, how many did: a
+// room's clients never stay split over two nodes, unable to chat.
+func (f *fleet) undrain(ctx context.Context, id string) (int, error) {
+	n, o, err := f.begin(id, "undrain", f.whenUp)
+	if err != nil {
+		return 0, err
+	}
+	in := n.instance()
+	base := f.movesOfOthers(n)
+	if err := in.src.Undrain(ctx); err != nil {
+		return 0, n.end(o, err)
+	}
+	agreed := f.everyone(func(ms []wsredirect.Member) bool {
+		return !slices.ContainsFunc(ms, func(m wsredirect.Member) bool { return m.ID == id && !m.DrainingSince.IsZero() })
+	})
+	err = f.await(ctx, func() bool { return f.moveBack(n, o, base, agreed()) })
+	return o.total(), n.end(o, err)
+}
+
+// moveBack reports the progress of connections moving back to n once
+// every server agrees it serves, and whether they all have.
+func (f *fleet) moveBack(n *node, o *op, base moveCount, agreed bool) bool {
+	misplaced := f.misplacedOnOthers(n)
+	moves := f.movesOfOthers(n)
+	n.progress(o, func() {
+		o.Phase = "spreading" // the news, through etcd
+		if agreed {
+			o.Phase = "moving"
+		}
+		o.Moved, o.Cut = moves.since(base)
+		o.Remaining = misplaced
+	})
+	return agreed && misplaced == 0
+}
+
+// crash stops node id as a crash would: no revoke, so etcd lists it until
+// its lease expires (within the TTL), and its connections break without a
+// close frame. It returns at once; see waitGone.
+func (f *fleet) crash(ctx context.Context, id string) error {
+	n, o, err := f.begin(id, "crash", func(n *node) error {
+		if err := f.whenUp(n); err != nil {
+			return err
+		}
+		if f.serving(n.id) == 0 {
+			return errLastNode
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	left := f.leaseLeft(ctx, n.id)
+	n.crash(left)
+	n.progress(o, func() { o.Phase = "lease" })
+	f.log.Info("demo: node crashed: no revoke, its lease expires within the TTL", "node", n.id, "lease_left", left.Round(100*time.Millisecond))
+	return n.end(o, nil)
+}
+
+// leaseLeft asks etcd how long the lease of id's member record has left.
+func (f *fleet) leaseLeft(ctx context.Context, id string) time.Duration {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	resp, err := f.cli.Get(ctx, f.cfg.prefix+"members/"+id)
+	if err == nil && len(resp.Kvs) == 1 && resp.Kvs[0].Lease != 0 {
+		ttl, err := f.cli.TimeToLive(ctx, clientv3.LeaseID(resp.Kvs[0].Lease))
+		if err == nil && ttl.TTL > 0 {
+			return time.Duration(ttl.TTL) * time.Second
+		}
+	}
+	return f.cfg.ttl
+}
+
+// waitGone waits until no server lists node id any more: its lease
+// expired and etcd deleted its records.
+func (f *fleet) waitGone(ctx context.Context, id string) error {
+	return f.await(ctx, f.everyone(func(ms []wsredirect.Member) bool {
+		return !slices.ContainsFunc(ms, func(m wsredirect.Member) bool { return m.ID == id })
+	}))
+}
+
+// restart starts node id again after a crash, on its address if it can,
+// with a new lease; once every server lists it, the connections of its
+// rooms move back to it. It returns how many did.
+func (f *fleet) restart(ctx context.Context, id string) (int, error) {
+	n, o, err := f.begin(id, "restart", func(n *node) error {
+		if n.instance() != nil {
+			return errUp
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	base := f.movesOfOthers(n)
+	n.progress(o, func() { o.Phase = "registering" })
+	ln, err := n.listen(ctx)
+	if err == nil {
+		err = n.start(ctx, ln)
+	}
+	if err != nil {
+		return 0, n.end(o, err)
+	}
+	f.log.Info("demo: node restarted on a new lease", "node", n.id, "url", n.url)
+	agreed := f.everyoneLists(id)
+	err = f.await(ctx, func() bool { return f.moveBack(n, o, base, agreed()) })
+	return o.total(), n.end(o, err)
+}
+
+// movesOfOthers adds up the moves of every node but n.
+func (f *fleet) movesOfOthers(n *node) moveCount {
+	var c moveCount
+	for _, m := range f.nodes {
+		if m != n {
+			c = c.add(m.moves())
+		}
+	}
+	return c
+}
+
+// misplacedOnOthers counts the connections on nodes other than n that
+// their node's view of the fleet sends elsewhere.
+func (f *fleet) misplacedOnOthers(n *node) int {
+	k := 0
+	for _, m := range f.nodes {
+		if in := m.instance(); m != n && in != nil {
+			k += in.misplaced(false).misplaced
+		}
+	}
+	return k
+}
+
+// countRedirect counts a redirect to a member for the page's charts.
+func (f *fleet) countRedirect(d wsredirect.Decision) {
+	if d.Action == wsredirect.Redirect && d.Member != "" {
+		if n := f.node(d.Member); n != nil {
+			n.redirected.Add(1)
+		}
+	}
+}
+
+// tracked counts the open connections of the nodes that are up.
+func (f *fleet) tracked() int {
+	k := 0
+	for _, n := range f.nodes {
+		k += n.tracked()
+	}
+	return k
+}
+
+// shutdown stops the fleet, as the end of a rolling restart would: the
+// nodes leave etcd (their leases revoked), every member drains on every
+// node so that none can take a room, and open connections are told to
+// retry later (CloseRetry). Then the servers and etcd stop. Progress goes
+// to w. It may be called on a fleet partly started.
+func (f *fleet) shutdown(w io.Writer) {
+	f.stopped.Do(func() { f.stop(w) })
+}
+
+func (f *fleet) stop(w io.Writer) {
+	f.mu.Lock()
+	f.closing = true
+	f.mu.Unlock()
+	f.cancel() // operations under way, the sampler, simulated clients
+	f.ops.Wait()
+	f.wg.Wait()
+	f.bg.Wait()
+	if f.bots != nil {
+		f.bots.wait()
+	}
+
+	var instances []*instance
+	for _, n := range f.nodes {
+		if in := n.instance(); in != nil {
+			instances = append(instances, in)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, in := range instances {
+		wg.Go(in.leave)
+	}
+	if f.front != nil && f.front.src != nil {
+		wg.Go(func() { f.front.src.Close() })
+	}
+	wg.Wait()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	var (
-		wg    sync.WaitGroup
 		mu    sync.Mutex
-		total int
+		moved int
 		errs  []error
 	)
-	for _, n := range f.nodes {
+	for _, in := range instances {
+		in.logs.mute() // every member drains on every node: said once, below
 		wg.Go(func() {
-			moved, cut, err := n.mw.MoveConns(ctx, opts)
+			st := in.mw.State()
+			for _, m := range st.Members() {
+				in.mw.DrainMember(m.ID, time.Now(), 0) // a member: cannot fail
+			}
+			m, c, err := in.mw.MoveConns(ctx, wsredirect.MoveOptions{Batch: 1000, Interval: 10 * time.Millisecond, Grace: time.Second})
 			mu.Lock()
 			defer mu.Unlock()
-			total += moved + cut
+			moved += m + c
 			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", n.id, err))
+				errs = append(errs, fmt.Errorf("%s: %w", in.n.id, err))
 			}
 		})
 	}
 	wg.Wait()
-	return total, errors.Join(errs...)
-}
-
-// shutdown drains the whole fleet, as a rolling restart would end: every
-// member drains, so no node can take a room and open connections are told
-// to retry later (CloseRetry). Then the servers shut down. Progress goes
-// to w.
-func (f *fleet) shutdown(w io.Writer) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	since := time.Now()
-	for _, mw := range f.middlewares() {
-		for _, n := range f.nodes {
-			mw.DrainMember(n.id, since, 0) // every ID is a member: cannot fail
-		}
+	if len(instances) > 0 {
+		fmt.Fprintf(w, "draining: %d open connection(s) told to retry later\n", moved)
 	}
-	moved, err := f.moveAll(ctx, wsredirect.MoveOptions{Batch: 1000, Interval: 10 * time.Millisecond, Grace: time.Second})
-	fmt.Fprintf(w, "draining: %d open connection(s) told to retry later\n", moved)
-	if err != nil {
+	if err := errors.Join(errs...); err != nil {
 		fmt.Fprintln(w, "draining:", err)
 	}
 	// Give clients a moment to answer their close frames: Shutdown neither
@@ -232,8 +590,14 @@ func (f *fleet) shutdown(w io.Writer) {
 	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline) && f.tracked() > 0; {
 		time.Sleep(10 * time.Millisecond)
 	}
-	var wg sync.WaitGroup
-	for _, srv := range f.servers() {
+	var srvs []*http.Server
+	if f.front != nil {
+		srvs = append(srvs, f.front.srv)
+	}
+	for _, in := range instances {
+		srvs = append(srvs, in.srv)
+	}
+	for _, srv := range srvs {
 		wg.Go(func() {
 			if srv.Shutdown(ctx) != nil {
 				srv.Close()
@@ -241,23 +605,17 @@ func (f *fleet) shutdown(w io.Writer) {
 		})
 	}
 	wg.Wait()
+	for _, in := range instances {
+		in.closeConns()
+		in.cli.Close()
+	}
+	if f.cli != nil {
+		f.cli.Close()
+	}
+	if f.embedded != nil {
+		f.embedded.stop()
+	}
 	fmt.Fprintln(w, "stopped")
-}
-
-func (f *fleet) tracked() int {
-	total := 0
-	for _, n := range f.nodes {
-		total += n.mw.Tracked()
-	}
-	return total
-}
-
-func (f *fleet) servers() []*http.Server {
-	srvs := []*http.Server{f.front.srv}
-	for _, n := range f.nodes {
-		srvs = append(srvs, n.srv)
-	}
-	return srvs
 }
 
 // newServer is an http.Server with the timeouts a server on a network
@@ -266,7 +624,7 @@ func newServer(h http.Handler) *http.Server {
 	return &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
 }
 
-// serve runs srv on ln until Shutdown.
+// serve runs srv on ln until Shutdown or Close.
 func serve(srv *http.Server, ln net.Listener) {
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

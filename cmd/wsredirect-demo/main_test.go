@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"regexp"
@@ -17,33 +19,35 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestCheck runs the -check path as main does: a fleet, Go clients through
-// the front door, a drain and an undrain, each client verified.
+// TestCheck runs the -check path as main does: etcd, a fleet, Go clients
+// through the front door, a drain and an undrain, a crash and a restart,
+// each client verified.
 func TestCheck(t *testing.T) {
-	var stdout, stderr bytes.Buffer
+	var stdout, stderr syncBuffer
 	code := run(t.Context(), []string{"-check", "-clients", "100", "-addr", "127.0.0.1:0"}, &stdout, &stderr)
 
-	require.Equal(t, exitOK, code, "stdout:\n%s\nstderr:\n%s", &stdout, &stderr)
+	require.Equal(t, exitOK, code, "stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
 	first, rest, _ := strings.Cut(stdout.String(), "\n")
 	assert.Regexp(t, `^front door: http://127\.0\.0\.1:\d+$`, first)
 	assert.Contains(t, rest, "check passed")
 	assert.Regexp(t, `clients +100 in 33 rooms`, rest)
 	assert.Regexp(t, `hops +max 1 per connect, max 1 per move`, rest)
-	t.Logf("\n%s%s", &stdout, &stderr)
+	assert.Regexp(t, `crash +node-\d stopped without revoking its lease: \d+ connections broke; etcd dropped it after \d`, rest)
+	assert.Regexp(t, `moved on restart +\d+ back to node-\d, on a new lease`, rest)
+	t.Logf("\n%s%s", stdout.String(), stderr.String())
 }
 
 // TestCheckFailsWhenTheFleetDisagrees breaks the fleet's agreement: the
-// front door alone believes a node drains, so it sends that node's rooms to
-// a peer that sends them back. Clients still land on the owner, by two
-// redirects instead of one, and the check must say so.
+// front door alone believes a node drains (set on its middleware, not in
+// etcd), so it sends that node's rooms to a peer that sends them back.
+// Clients still land on the owner, by two redirects instead of one, and the
+// check must say so.
 func TestCheckFailsWhenTheFleetDisagrees(t *testing.T) {
-	f, err := startFleet("127.0.0.1:0", 3)
-	require.NoError(t, err)
-	defer f.shutdown(&bytes.Buffer{})
+	f, _ := startTestFleet(t, 3)
 	require.NoError(t, f.front.mw.DrainMember(f.nodes[0].id, time.Now(), 0))
 
 	var stdout bytes.Buffer
-	err = check(t.Context(), f, 30, &stdout, &bytes.Buffer{})
+	err := check(t.Context(), f, 30, &stdout, io.Discard)
 
 	require.Error(t, err)
 	assert.ErrorContains(t, err, "connect: ")
@@ -56,6 +60,11 @@ func TestRunRefuses(t *testing.T) {
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer busy.Close()
+	// An endpoint where nothing answers: the port of a listener closed.
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	nothing := closed.Addr().String()
+	closed.Close()
 
 	for _, tc := range []struct {
 		name string
@@ -68,9 +77,14 @@ func TestRunRefuses(t *testing.T) {
 		{"OneNode", []string{"-nodes", "1"}, exitUsage, "-nodes must be 2 to 16"},
 		{"NoClients", []string{"-check", "-clients", "0"}, exitUsage, "-clients"},
 		{"Argument", []string{"extra"}, exitUsage, "unexpected argument"},
+		{"ShortTTL", []string{"-ttl", "1s"}, exitUsage, "-ttl must be 2s to 1m"},
+		{"NegativeRamp", []string{"-ramp", "-1s"}, exitUsage, "-ramp must be 0 to 1m"},
+		{"NoEndpoint", []string{"-etcd", " , "}, exitUsage, "-etcd lists no endpoint"},
+		{"BadPrefix", []string{"-prefix", "/"}, exitUsage, "-prefix must start with /"},
+		{"EtcdUnreachable", []string{"-addr", "127.0.0.1:0", "-etcd", nothing}, exitFailed, "does not answer"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
+			var stdout, stderr syncBuffer
 			code := run(t.Context(), tc.args, &stdout, &stderr)
 			assert.Equal(t, tc.code, code)
 			assert.Empty(t, stdout.String(), "nothing started")
@@ -87,12 +101,14 @@ func TestServe(t *testing.T) {
 	go func() { done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-nodes", "2"}, out, out) }()
 	var front string
 	require.Eventually(t, func() bool {
-		m := regexp.MustCompile(`^front door: (http://\S+)\n`).FindStringSubmatch(out.String())
+		m := regexp.MustCompile(`(?m)^front door: (http://\S+)\n`).FindStringSubmatch(out.String())
 		if m != nil {
 			front = m[1]
 		}
 		return m != nil
-	}, 5*time.Second, 10*time.Millisecond)
+	}, 30*time.Second, 10*time.Millisecond)
+	assert.Regexp(t, `(?m)^etcd: 127\.0\.0\.1:\d+ \(embedded, removed on exit\), keys under /wsredirect-demo/$`, out.String())
+	assert.Contains(t, out.String(), "wsredirect/etcd: members applied", "the sources log to the terminal")
 
 	res, err := http.Get(front + "/")
 	require.NoError(t, err)
@@ -104,18 +120,28 @@ func TestServe(t *testing.T) {
 	require.ErrorIs(t, err, websocket.ErrBadHandshake, "gorilla follows no redirect")
 	assert.Equal(t, http.StatusTemporaryRedirect, redirect.StatusCode, "the front door serves no room")
 	ring := getRing(t, front, "lobby")
-	c, _, err := websocket.DefaultDialer.Dial(memberURL(ring, ring.Owner)+"/rooms/lobby", nil)
+	owner := memberURL(ring, ring.Owner)
+	c, _, err := websocket.DefaultDialer.Dial(owner+"/rooms/lobby", nil)
 	require.NoError(t, err)
 	defer c.Close()
 	_, hello, err := c.ReadMessage()
 	require.NoError(t, err)
 	assert.JSONEq(t, `{"node":"`+ring.Owner+`","room":"lobby"}`, string(hello))
 
+	// Metrics, on every server.
+	for _, srv := range []string{front, "http" + strings.TrimPrefix(owner, "ws")} {
+		metrics := get(t, srv+"/metrics")
+		assert.Contains(t, metrics, "wsredirect_members 2", srv)
+		assert.Contains(t, metrics, "wsredirect_upgrades_total", srv)
+	}
+	assert.Contains(t, get(t, front+"/metrics"), `wsredirect_upgrades_redirected_total{answer="status",member="`+ring.Owner+`",rule="shard"} 1`)
+	assert.Contains(t, get(t, "http"+strings.TrimPrefix(owner, "ws")+"/metrics"), "wsredirect_tracked_connections 1")
+
 	cancel()
 	select {
 	case code := <-done:
 		assert.Equal(t, exitOK, code)
-	case <-time.After(10 * time.Second):
+	case <-time.After(15 * time.Second):
 		t.Fatal("run did not return after the context ended")
 	}
 	_, _, err = c.ReadMessage()
@@ -123,17 +149,18 @@ func TestServe(t *testing.T) {
 	require.ErrorAs(t, err, &ce)
 	assert.Equal(t, 4503, ce.Code, "the last node out tells clients to retry later")
 	assert.Contains(t, out.String(), "draining: 1 open connection(s) told to retry later")
+	assert.Contains(t, out.String(), "stopped")
 }
 
-// TestControl drives the control API and checks that every node and the
-// front door agree on drains.
+// TestControl drives the control API: drains and undrains through etcd,
+// on which every node and the front door agree, then a crash, whose node
+// the fleet drops once its lease expires, and a restart. The page's JSON
+// follows along.
 func TestControl(t *testing.T) {
-	f, err := startFleet("127.0.0.1:0", 2)
-	require.NoError(t, err)
-	defer f.shutdown(&bytes.Buffer{})
+	f, logs := startTestFleet(t, 2)
 	servers := []string{f.front.url}
 	for _, n := range f.nodes {
-		servers = append(servers, "http"+strings.TrimPrefix(n.url, "ws"))
+		servers = append(servers, n.httpURL())
 	}
 	post := func(path, origin string) (int, map[string]any) {
 		t.Helper()
@@ -168,12 +195,22 @@ func TestControl(t *testing.T) {
 					if since == "" {
 						since = m.Since.String()
 					}
-					assert.Equal(t, since, m.Since.String(), "one start time everywhere")
+					assert.Equal(t, since, m.Since.String(), "one start time everywhere: the record's")
 					assert.Equal(t, 1.0, m.Fraction)
 				}
 			}
 		}
 		return owner
+	}
+	nodesView := func() map[string]nodeView {
+		t.Helper()
+		var v fleetView
+		require.NoError(t, json.Unmarshal([]byte(get(t, f.front.url+"/api/nodes")), &v))
+		byID := map[string]nodeView{}
+		for _, n := range v.Nodes {
+			byID[n.ID] = n
+		}
+		return byID
 	}
 
 	owner := agree(map[string]bool{}, "lobby")
@@ -182,11 +219,22 @@ func TestControl(t *testing.T) {
 		other = f.nodes[1].id
 	}
 
+	start := time.Now()
 	code, body := post("/api/nodes/"+owner+"/drain", f.front.url)
 	require.Equal(t, http.StatusOK, code, body)
+	assert.GreaterOrEqual(t, time.Since(start), 3*time.Second, "a drain takes effect Settle after its record is written, then ramps")
 	assert.Equal(t, other, agree(map[string]bool{owner: true}, "lobby"), "the other node takes the room")
+	v := nodesView()[owner]
+	assert.Equal(t, "draining", v.State)
+	require.NotNil(t, v.Op)
+	assert.Equal(t, "drain", v.Op.Kind)
+	assert.Equal(t, "done", v.Op.Phase)
+	assert.False(t, v.Op.Active)
 
 	code, body = post("/api/nodes/"+other+"/drain", "")
+	assert.Equal(t, http.StatusConflict, code, body)
+	assert.Contains(t, body["error"], "last node serving")
+	code, body = post("/api/nodes/"+other+"/crash", "")
 	assert.Equal(t, http.StatusConflict, code, body)
 	assert.Contains(t, body["error"], "last node serving")
 
@@ -198,16 +246,117 @@ func TestControl(t *testing.T) {
 	code, body = post("/api/nodes/"+owner+"/undrain", "")
 	require.Equal(t, http.StatusOK, code, body)
 	assert.Equal(t, owner, agree(map[string]bool{}, "lobby"))
+
+	// A crash: etcd lists the node until its lease expires.
+	code, body = post("/api/nodes/"+owner+"/crash", "")
+	require.Equal(t, http.StatusOK, code, body)
+	v = nodesView()[owner]
+	assert.False(t, v.Up)
+	if v.State == "down" { // unless the lease expired already
+		assert.True(t, v.Listed)
+		assert.Equal(t, owner, getRing(t, f.front.url, "lobby").Owner, "the front door still sends the room to the crashed node")
+	}
+	code, body = post("/api/nodes/"+owner+"/drain", "")
+	assert.Equal(t, http.StatusConflict, code, body)
+	assert.Contains(t, body["error"], "restart it first")
+	require.NoError(t, f.waitGone(t.Context(), owner))
+	assert.Equal(t, "gone", nodesView()[owner].State)
+	assert.Equal(t, other, getRing(t, f.front.url, "lobby").Owner, "once the lease expired, the room goes to the other node")
+	assert.Equal(t, other, getRing(t, servers[1+indexOf(f, other)], "lobby").Owner)
+
+	code, body = post("/api/nodes/"+owner+"/restart", "")
+	require.Equal(t, http.StatusOK, code, body)
+	assert.Equal(t, owner, agree(map[string]bool{}, "lobby"), "restarted, on its address, the node has its room back")
+	assert.Equal(t, "serving", nodesView()[owner].State)
+	code, body = post("/api/nodes/"+owner+"/restart", "")
+	assert.Equal(t, http.StatusConflict, code, body)
+
+	var stats statsView
+	require.NoError(t, json.Unmarshal([]byte(get(t, f.front.url+"/api/stats")), &stats))
+	assert.EqualValues(t, 500, stats.Every)
+	assert.NotEmpty(t, stats.Times)
+	for _, n := range f.nodes {
+		require.Contains(t, stats.Nodes, n.id)
+		assert.Len(t, stats.Nodes[n.id].Conns, len(stats.Times))
+	}
+
+	// A second demo on the same etcd and prefix would mix the fleets.
+	cfg := f.cfg
+	cfg.etcd = f.endpoints
+	_, err := startFleet(t.Context(), cfg)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "another demo uses it?")
+
+	assert.Contains(t, logs.String(), `msg="demo: node crashed`)
+	assert.Contains(t, logs.String(), `msg="wsredirect/etcd: draining" node=`+owner)
+}
+
+// TestClients adds simulated clients, which the charts count, and that a
+// crash sends back through the front door once the lease expired.
+func TestClients(t *testing.T) {
+	f, _ := startTestFleet(t, 2)
+	f.bots.add(20)
+	require.Eventually(t, func() bool { return f.tracked() == 20 }, 10*time.Second, 10*time.Millisecond)
+
+	victim := f.nodes[0]
+	if victim.tracked() == 0 {
+		victim = f.nodes[1]
+	}
+	require.NoError(t, f.crash(t.Context(), victim.id))
+	require.NoError(t, f.waitGone(t.Context(), victim.id))
+	require.Eventually(t, func() bool { return f.tracked() == 20 }, 10*time.Second, 10*time.Millisecond,
+		"every client back, on the node left")
+
+	f.bots.removeAll()
+	require.Eventually(t, func() bool { return f.tracked() == 0 }, 10*time.Second, 10*time.Millisecond)
+	assert.Equal(t, 0, f.bots.count())
+}
+
+// startTestFleet starts a fleet on an embedded etcd, with a short lease and
+// drain ramp, stopped when the test ends; logs collects what it logs.
+func startTestFleet(t *testing.T, nodes int) (*fleet, *syncBuffer) {
+	t.Helper()
+	logs := &syncBuffer{}
+	cfg := config{
+		addr: "127.0.0.1:0", nodes: nodes, prefix: "/wsredirect-demo/", ttl: 2 * time.Second, ramp: time.Second,
+		logger: newLogger(logs, slog.LevelInfo), logOutput: logs,
+	}
+	f, err := startFleet(t.Context(), cfg)
+	require.NoError(t, err, "logs:\n%s", logs.String())
+	t.Cleanup(func() {
+		f.shutdown(io.Discard)
+		if t.Failed() {
+			t.Logf("fleet logs:\n%s", logs.String())
+		}
+	})
+	return f, logs
+}
+
+func indexOf(f *fleet, id string) int {
+	for i, n := range f.nodes {
+		if n.id == id {
+			return i
+		}
+	}
+	return -1
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	res, err := http.Get(url)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	require.Equal(t, http.StatusOK, res.StatusCode, url)
+	var b bytes.Buffer
+	_, err = b.ReadFrom(res.Body)
+	require.NoError(t, err)
+	return b.String()
 }
 
 func getRing(t *testing.T, server, key string) ringView {
 	t.Helper()
-	res, err := http.Get(server + "/debug/ring?key=" + key)
-	require.NoError(t, err)
-	defer res.Body.Close()
-	require.Equal(t, http.StatusOK, res.StatusCode)
 	var v ringView
-	require.NoError(t, json.NewDecoder(res.Body).Decode(&v))
+	require.NoError(t, json.Unmarshal([]byte(get(t, server+"/debug/ring?key="+key)), &v))
 	require.Equal(t, key, v.Key)
 	return v
 }
@@ -221,7 +370,7 @@ func memberURL(v ringView, id string) string {
 	return ""
 }
 
-// syncBuffer is a bytes.Buffer safe for the writer run is and a reader
+// syncBuffer is a bytes.Buffer safe for the writers run has and a reader
 // polling it.
 type syncBuffer struct {
 	mu sync.Mutex

@@ -1,17 +1,28 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/wsredirect/wsredirect"
+	"github.com/wsredirect/wsredirect/etcd"
+	"github.com/wsredirect/wsredirect/prom"
 )
 
 // chatProtocol is the subprotocol the rooms speak. The page offers it, so
@@ -24,6 +35,14 @@ const (
 	maxText    = 500  // characters of a chat line kept
 	maxFrom    = 32   // characters of a sender's name kept
 	writeWait  = 2 * time.Second
+
+	// moverEvery is how often a node looks for connections its view of
+	// the fleet sends elsewhere.
+	moverEvery = 100 * time.Millisecond
+	// resendAfter is how long a connection sent its close frame is left
+	// to close before it may be moved again: a second frame on it would
+	// fail, and MoveConns would count it cut.
+	resendAfter = 3 * time.Second
 )
 
 // greeting is the first message on every room connection: where it landed.
@@ -39,12 +58,35 @@ type chat struct {
 	Text string `json:"text"`
 }
 
-// node is a member of the fleet: the middleware in front of chat rooms.
+// node is a member of the fleet, whether it runs or not: its ID and URL
+// stay across crashes and restarts, and so do its counters.
 type node struct {
+	f       *fleet
 	id, url string // url is the member URL, ws://127.0.0.1:port
-	mw      *wsredirect.Middleware
-	srv     *http.Server
-	up      websocket.Upgrader
+	addr    string // where it listens, again after a restart if it can
+	// redirected counts the redirects to this node, by any server of the
+	// fleet: new clients sent here.
+	redirected atomic.Uint64
+
+	mu        sync.Mutex
+	inst      *instance // nil while down
+	past      moveCount // moves of earlier instances
+	leaseEnds time.Time // when a crashed node's lease expires, about
+	op        *op       // the last operation, maybe under way
+}
+
+// instance is one run of a node, from start to crash or shutdown: its
+// middleware, its etcd client and source, and its server.
+type instance struct {
+	n         *node
+	mw        *wsredirect.Middleware
+	src       *etcd.Source
+	cli       *clientv3.Client
+	srv       *http.Server
+	up        websocket.Upgrader
+	logs      *muteHandler
+	stopMover context.CancelFunc
+	moverDone chan struct{}
 
 	mu    sync.Mutex
 	rooms map[string][]*peer // room → its connections on this node
@@ -55,6 +97,8 @@ type node struct {
 type peer struct {
 	conn *websocket.Conn
 	mu   sync.Mutex
+
+	movedAt time.Time // when the mover last moved it; guarded by instance.mu
 }
 
 func (p *peer) send(msg []byte) error {
@@ -64,21 +108,66 @@ func (p *peer) send(msg []byte) error {
 	return p.conn.WriteMessage(websocket.TextMessage, msg)
 }
 
-// start builds the node's middleware and serves on ln. Every node runs the
-// same rule over the same members; the owner of a room serves it.
-func (n *node) start(ln net.Listener, members []wsredirect.Member, origins []string) error {
+func newNode(f *fleet, id, addr string) *node {
+	return &node{f: f, id: id, addr: addr, url: "ws://" + addr}
+}
+
+// httpURL is the node's base URL for plain HTTP: /metrics, /debug/ring.
+func (n *node) httpURL() string { return "http" + strings.TrimPrefix(n.url, "ws") }
+
+func (n *node) instance() *instance {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.inst
+}
+
+// listen listens on the node's address again, for a restart: a port just
+// released may take a moment.
+func (n *node) listen(ctx context.Context) (net.Listener, error) {
+	for {
+		ln, err := net.Listen("tcp", n.addr)
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) {
+			return ln, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%s: %s is taken: %w", n.id, n.addr, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// start runs the node on ln: its middleware, served at once, then its
+// registration in etcd on a new lease, whose Start returns once the node
+// has read the fleet. Every node runs the same rule; the owner of a room
+// serves it.
+func (n *node) start(ctx context.Context, ln net.Listener) error {
+	logs := &muteHandler{h: n.f.log.Handler(), muted: new(atomic.Bool)}
+	log := slog.New(logs).With("node", n.id)
+	in := &instance{n: n, logs: logs, rooms: make(map[string][]*peer), moverDone: make(chan struct{})}
+	metrics := prom.New()
+	self := wsredirect.Member{ID: n.id, URL: n.url}
 	mw, err := wsredirect.New(wsredirect.Options{
 		Self:    n.url,
-		Members: members,
+		Members: []wsredirect.Member{self}, // until etcd's are read
 		Rules:   []wsredirect.Rule{wsredirect.Shard(wsredirect.PathValueKey("room"))},
-		Origins: origins,
+		Origins: n.f.origins,
+		OnDecision: func(r *http.Request, d wsredirect.Decision) {
+			metrics.OnDecision(r, d)
+			n.f.countRedirect(d)
+		},
+		Logger: log,
 	})
 	if err != nil {
+		ln.Close()
 		return fmt.Errorf("%s: %w", n.id, err)
 	}
-	n.mw = mw
-	n.rooms = make(map[string][]*peer)
-	n.up = websocket.Upgrader{
+	metrics.Watch(mw)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(metrics)
+	in.mw = mw
+	origins := n.f.origins
+	in.up = websocket.Upgrader{
 		Subprotocols: []string{chatProtocol},
 		// Browsers come from the front door's page; Go clients send no
 		// Origin.
@@ -90,39 +179,175 @@ func (n *node) start(ln net.Listener, members []wsredirect.Member, origins []str
 	mux := http.NewServeMux()
 	// Mounted on the pattern, so the room is a path value when the Shard
 	// rule looks for it.
-	mux.Handle("GET /rooms/{room}", mw.Handler(http.HandlerFunc(n.serveRoom)))
+	mux.Handle("GET /rooms/{room}", mw.Handler(http.HandlerFunc(in.serveRoom)))
 	mux.Handle("GET /debug/ring", ringHandler(mw, n.id))
-	n.srv = newServer(mux)
-	serve(n.srv, ln)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	in.srv = newServer(mux)
+	serve(in.srv, ln)
+
+	if in.cli, err = newEtcdClient(n.f.endpoints); err == nil {
+		in.src, err = etcd.Start(ctx, mw, etcd.Options{
+			Client: in.cli,
+			Prefix: n.f.cfg.prefix,
+			Self:   &self,
+			TTL:    n.f.cfg.ttl,
+			Logger: log,
+		})
+	}
+	if err != nil {
+		in.srv.Close()
+		if in.cli != nil {
+			in.cli.Close()
+		}
+		return fmt.Errorf("%s: %w", n.id, err)
+	}
+	moverCtx, stop := context.WithCancel(context.Background())
+	in.stopMover = stop
+	go in.mover(moverCtx)
+	n.mu.Lock()
+	n.inst = in
+	n.leaseEnds = time.Time{}
+	n.mu.Unlock()
 	return nil
+}
+
+// crash stops the node as a crash would, as far as etcd and clients can
+// tell: its etcd client closes without revoking its lease, so etcd lists
+// it until the lease expires (in about left), and its server and open
+// connections close without a close frame.
+func (n *node) crash(left time.Duration) {
+	n.mu.Lock()
+	in := n.inst
+	n.inst = nil
+	counted := in.moves()
+	n.past = n.past.add(counted)
+	n.leaseEnds = time.Now().Add(left)
+	n.mu.Unlock()
+	in.logs.mute() // its source's complaints about the closed client
+	in.stopMover()
+	<-in.moverDone
+	n.mu.Lock()
+	late, lateCut := in.moves().since(counted)
+	n.past = n.past.add(moveCount{uint64(late), uint64(lateCut)})
+	n.mu.Unlock()
+	in.srv.Close()
+	in.closeConns()
+	in.cli.Close() // no more keep-alives
+	// The source's revoke fails, the client being closed, once its
+	// retries give up: in the background, which shutdown waits for.
+	n.f.bg.Go(func() { in.src.Close() })
+}
+
+// leave stops the node's work for a shutdown: its mover, and its source,
+// whose Close revokes the lease so that etcd drops the node at once.
+func (in *instance) leave() {
+	in.stopMover()
+	<-in.moverDone
+	if err := in.src.Close(); err != nil {
+		in.n.f.log.Warn("demo: leaving etcd", "node", in.n.id, "err", err)
+	}
+}
+
+// closeConns closes every open room connection under its app, without a
+// close frame.
+func (in *instance) closeConns() {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for _, peers := range in.rooms {
+		for _, p := range peers {
+			p.conn.Close()
+		}
+	}
+}
+
+// mover moves, each moverEvery, the connections this node's view of the
+// fleet sends elsewhere: its own as its drain hands their rooms off, and
+// those of a room whose owner came back (an undrain, a restart). Each node
+// does it for itself, so a drain written with etcdctl moves connections as
+// the page's button does. It waits for the connections it sent a close
+// frame to close first: MoveConns would send them another, which fails,
+// and count them cut.
+func (in *instance) mover(ctx context.Context) {
+	defer close(in.moverDone)
+	t := time.NewTicker(moverEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if c := in.misplaced(false); c.fresh > 0 && c.moving == 0 {
+			in.misplaced(true)
+			in.mw.MoveConns(ctx, moveOptions)
+		}
+	}
+}
+
+// placement counts a node's connections by where they belong.
+type placement struct {
+	all       int // open connections
+	misplaced int // whose room a new upgrade would now send elsewhere
+	moving    int // of those, sent their close frame within resendAfter
+	fresh     int // of those, not
+}
+
+// misplaced counts the node's connections by where they belong; with
+// mark, the misplaced ones not moving are recorded as moving from now.
+func (in *instance) misplaced(mark bool) placement {
+	st := in.mw.State()
+	now := time.Now()
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	var c placement
+	for room, peers := range in.rooms {
+		c.all += len(peers)
+		if m, ok := st.Owner(room); ok && m.ID == in.n.id {
+			continue
+		}
+		for _, p := range peers {
+			c.misplaced++
+			if !p.movedAt.IsZero() && now.Sub(p.movedAt) <= resendAfter {
+				c.moving++
+				continue
+			}
+			c.fresh++
+			if mark {
+				p.movedAt = now
+			}
+		}
+	}
+	return c
 }
 
 // serveRoom is the app: it greets, then relays chat lines within the room.
 // It runs only for rooms this node serves; the middleware sent the others
 // on.
-func (n *node) serveRoom(w http.ResponseWriter, r *http.Request) {
+func (in *instance) serveRoom(w http.ResponseWriter, r *http.Request) {
 	room := r.PathValue("room")
-	c, err := n.up.Upgrade(w, r, nil)
+	c, err := in.up.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader answered
 	}
 	defer c.Close()
 	c.SetReadLimit(maxMessage)
-	// Tracked under the key the Shard rule routed it by, so a drain can
-	// move it.
-	defer n.mw.Track(room, c)()
 	p := &peer{conn: c}
-	hello, _ := json.Marshal(greeting{Node: n.id, Room: room})
+	hello, _ := json.Marshal(greeting{Node: in.n.id, Room: room})
 	if p.send(hello) != nil {
 		return
 	}
-	defer n.join(room, p)()
+	// Joined before it is tracked: the mover, which counts connections
+	// by room, then knows every one MoveConns can move.
+	defer in.join(room, p)()
+	// Tracked under the key the Shard rule routed it by, so a move can
+	// find it.
+	defer in.mw.Track(room, c)()
 	for {
 		_, data, err := c.ReadMessage()
 		if err != nil {
 			return
 		}
-		n.broadcast(room, readChat(data))
+		in.broadcast(room, readChat(data))
 	}
 }
 
@@ -147,28 +372,28 @@ func truncate(s string, n int) string {
 }
 
 // join adds p to room and returns the func that removes it.
-func (n *node) join(room string, p *peer) (leave func()) {
-	n.mu.Lock()
-	n.rooms[room] = append(n.rooms[room], p)
-	n.mu.Unlock()
+func (in *instance) join(room string, p *peer) (leave func()) {
+	in.mu.Lock()
+	in.rooms[room] = append(in.rooms[room], p)
+	in.mu.Unlock()
 	return func() {
-		n.mu.Lock()
-		defer n.mu.Unlock()
-		peers := slices.DeleteFunc(n.rooms[room], func(q *peer) bool { return q == p })
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		peers := slices.DeleteFunc(in.rooms[room], func(q *peer) bool { return q == p })
 		if len(peers) == 0 {
-			delete(n.rooms, room)
+			delete(in.rooms, room)
 		} else {
-			n.rooms[room] = peers
+			in.rooms[room] = peers
 		}
 	}
 }
 
 // broadcast sends msg to everyone in room on this node. A peer that cannot
 // take it within writeWait is dropped by its own read loop.
-func (n *node) broadcast(room string, msg []byte) {
-	n.mu.Lock()
-	peers := slices.Clone(n.rooms[room])
-	n.mu.Unlock()
+func (in *instance) broadcast(room string, msg []byte) {
+	in.mu.Lock()
+	peers := slices.Clone(in.rooms[room])
+	in.mu.Unlock()
 	for _, p := range peers {
 		if p.send(msg) != nil {
 			p.conn.Close()
@@ -177,8 +402,131 @@ func (n *node) broadcast(room string, msg []byte) {
 }
 
 // roomCount returns how many rooms have connections on this node.
-func (n *node) roomCount() int {
+func (in *instance) roomCount() int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return len(in.rooms)
+}
+
+func (in *instance) moves() moveCount {
+	m, c := in.mw.Moves()
+	return moveCount{m, c}
+}
+
+// moves returns the connections the node's MoveConns moved and cut, over
+// all its runs.
+func (n *node) moves() moveCount {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return len(n.rooms)
+	c := n.past
+	if n.inst != nil {
+		c = c.add(n.inst.moves())
+	}
+	return c
+}
+
+// tracked returns the node's open connections: 0 while down.
+func (n *node) tracked() int {
+	if in := n.instance(); in != nil {
+		return in.mw.Tracked()
+	}
+	return 0
+}
+
+// moveCount is what MoveConns did: connections moved, and cut.
+type moveCount struct{ moved, cut uint64 }
+
+func (c moveCount) add(d moveCount) moveCount { return moveCount{c.moved + d.moved, c.cut + d.cut} }
+
+// since returns the moves made after base.
+func (c moveCount) since(base moveCount) (moved, cut int) {
+	return int(c.moved - base.moved), int(c.cut - base.cut)
+}
+
+// op is an operation on a node, as the page shows its progress.
+type op struct {
+	Kind  string        // drain, undrain, crash, restart
+	Phase string        // starting, writing, settling, spreading, registering, moving, lease, done, failed
+	Since time.Time     // a drain's, when it takes effect
+	Ramp  time.Duration // a drain's
+	Moved int
+	Cut   int
+	// Remaining counts connections still to move: sent nothing yet, or
+	// sent their close frame and not closed yet.
+	Remaining int
+	Began     time.Time
+	Ended     time.Time
+	Err       string
+}
+
+func (o *op) total() int { return o.Moved + o.Cut }
+
+func (n *node) currentOp() *op {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.op
+}
+
+func (n *node) setOp(o *op) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.op = o
+}
+
+// progress updates o under the node's lock, which views read it under.
+func (n *node) progress(o *op, update func()) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	update()
+}
+
+// end ends o with err, logs it, and returns err.
+func (n *node) end(o *op, err error) error {
+	n.mu.Lock()
+	o.Ended = time.Now()
+	switch {
+	case err != nil:
+		o.Phase, o.Err = "failed", err.Error()
+	case o.Phase != "lease":
+		o.Phase = "done"
+	}
+	took := o.Ended.Sub(o.Began).Round(time.Millisecond)
+	kind, moved, cut := o.Kind, o.Moved, o.Cut
+	n.mu.Unlock()
+	n.f.ops.Done()
+	switch {
+	case err != nil:
+		n.f.log.Warn("demo: "+kind+" failed", "node", n.id, "err", err, "took", took)
+	case kind != "crash":
+		n.f.log.Info("demo: "+kind+" done", "node", n.id, "moved", moved, "cut", cut, "took", took)
+	}
+	return err
+}
+
+// muteHandler passes records on until muted: a crashed node says nothing
+// more.
+type muteHandler struct {
+	h     slog.Handler
+	muted *atomic.Bool
+}
+
+func (m *muteHandler) mute() { m.muted.Store(true) }
+
+func (m *muteHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return !m.muted.Load() && m.h.Enabled(ctx, l)
+}
+
+func (m *muteHandler) Handle(ctx context.Context, r slog.Record) error {
+	if m.muted.Load() {
+		return nil
+	}
+	return m.h.Handle(ctx, r)
+}
+
+func (m *muteHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &muteHandler{h: m.h.WithAttrs(attrs), muted: m.muted}
+}
+
+func (m *muteHandler) WithGroup(name string) slog.Handler {
+	return &muteHandler{h: m.h.WithGroup(name), muted: m.muted}
 }

@@ -25,7 +25,11 @@ type progress struct {
 
 func newProgress(w io.Writer) *progress {
 	p := &progress{w: w}
-	if f, ok := w.(*os.File); ok {
+	term := w
+	if lw, ok := w.(*lockedWriter); ok {
+		term = lw.w
+	}
+	if f, ok := term.(*os.File); ok {
 		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
 			p.tty = true
 		}
