@@ -11,27 +11,9 @@ import { after, afterEach, beforeEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
 
 import { CLOSE_REDIRECT, CLOSE_RETRY, RedirectingWebSocket, SUBPROTOCOL } from "./wsredirect.js";
+import { now, pause, until as untilEvery } from "./testing.mjs";
 
-// Every timer the helper or a fake server sets is cleared at the end, so a
-// helper that schedules a wait of hours cannot keep this process alive.
-const timers = new Set();
-const realSetTimeout = globalThis.setTimeout;
-globalThis.setTimeout = (fn, ms, ...args) => {
-  const id = realSetTimeout(() => { timers.delete(id); fn(...args); }, ms);
-  timers.add(id);
-  return id;
-};
-after(() => { for (const id of timers) clearTimeout(id); });
-
-const now = () => performance.now();
-const pause = (ms) => new Promise((r) => realSetTimeout(r, ms));
-
-// until polls cond every few milliseconds, for at most ms; it reports
-// whether cond came true.
-async function until(cond, ms) {
-  for (const end = now() + ms; now() < end; await pause(5)) if (cond()) return true;
-  return cond();
-}
+const until = (cond, ms) => untilEvery(cond, ms, 5);
 
 // fakeServer returns a WebSocket class whose every dial is recorded in
 // dials and handed, once "connected", to script(sock, n) for the n-th dial

@@ -10,31 +10,12 @@
 // dependencies:
 //
 //	node --test js/
-import { after, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 
 import { CLOSE_REDIRECT, CLOSE_RETRY, RedirectingWebSocket } from "./wsredirect.js";
+import { now, pause, until } from "./testing.mjs";
 
-// Every timer the helper sets is cleared at the end, so a helper that
-// schedules a long wait cannot keep this process alive.
-const timers = new Set();
-const realSetTimeout = globalThis.setTimeout;
-globalThis.setTimeout = (fn, ms, ...args) => {
-  const id = realSetTimeout(() => { timers.delete(id); fn(...args); }, ms);
-  timers.add(id);
-  return id;
-};
-after(() => { for (const id of timers) clearTimeout(id); });
-
-const now = () => performance.now();
-const pause = (ms) => new Promise((r) => realSetTimeout(r, ms));
-
-// until polls cond every few milliseconds, for at most ms; it reports
-// whether cond came true.
-async function until(cond, ms) {
-  for (const end = now() + ms; now() < end; await pause(2)) if (cond()) return true;
-  return cond();
-}
 
 // fakeServer returns a WebSocket class whose every dial is recorded in
 // dials, for the test to play the server with: accept, deliver,
@@ -75,7 +56,7 @@ function fakeServer() {
       if (this.readyState >= 2) return;
       const wasOpen = this.readyState === 1;
       this.readyState = 2;
-      realSetTimeout(() => this.end(wasOpen ? code ?? 1005 : 1006, wasOpen ? reason ?? "" : "", wasOpen), 0);
+      pause(0).then(() => this.end(wasOpen ? code ?? 1005 : 1006, wasOpen ? reason ?? "" : "", wasOpen));
     }
   }
   return { WebSocket: FakeWebSocket, dials };

@@ -10,22 +10,8 @@ import { after, afterEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
 
 import { CLOSE_REDIRECT, CLOSE_RETRY, MAX_REMEMBERED, RedirectingWebSocket, SUBPROTOCOL } from "./wsredirect.js";
+import { now, pause, until } from "./testing.mjs";
 
-// Every timer the helper sets is cleared at the end.
-const timers = new Set();
-const realSetTimeout = globalThis.setTimeout;
-globalThis.setTimeout = (fn, ms, ...args) => {
-  const id = realSetTimeout(() => { timers.delete(id); fn(...args); }, ms);
-  timers.add(id);
-  return id;
-};
-after(() => { for (const id of timers) clearTimeout(id); });
-
-const pause = (ms) => new Promise((r) => realSetTimeout(r, ms));
-async function until(cond, ms) {
-  for (const end = performance.now() + ms; performance.now() < end; await pause(2)) if (cond()) return true;
-  return cond();
-}
 
 const URL1 = "ws://a.test/ws?room=1";
 const AT_B = "ws://b.test/ws?room=1";
