@@ -202,7 +202,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // the logger.
 func (s *State) observe(r *http.Request, d *Decision, start time.Time) {
 	d.Elapsed = time.Since(start)
-	d.Close = d.Action != Pass && s.closeMode(r) && (d.Action == Redirect || d.Status == http.StatusServiceUnavailable)
+	d.Close = s.closes(r, *d)
 	if s.onDecision != nil {
 		s.onDecision(r, *d)
 	}

@@ -36,20 +36,25 @@ const (
 // respond writes one of the four answers to a decided upgrade: a status
 // redirect or refusal, or their close-frame forms for browsers.
 func (s *State) respond(w http.ResponseWriter, r *http.Request, d Decision) {
-	switch {
-	case d.Action == Redirect && s.closeMode(r):
+	switch closes := s.closes(r, d); {
+	case closes && d.Action == Redirect:
 		msg, reason := wire.EncodeRedirect(location(r, d, s.httpLocation))
 		s.closeWith(w, r, msg, wire.CloseRedirect, reason)
-	case d.Status == http.StatusServiceUnavailable && s.closeMode(r):
-		// Only "come back later" has a close code; any other refusal,
-		// such as a rule's bug, is a status the browser reports as 1006,
-		// so it does not invite a retry loop.
+	case closes:
 		s.closeWith(w, r, "", wire.CloseRetry, wire.EncodeRetry(d.RetryAfter))
 	case d.Action == Redirect:
 		writeRedirect(w, r, d, s.httpLocation)
 	default:
 		writeRefuse(w, d)
 	}
+}
+
+// closes reports whether decision d goes out to r as a close frame. Only
+// redirects and "come back later" (503) have close codes; any other
+// refusal, such as a rule's bug, is a status the browser reports as 1006,
+// so it does not invite a retry loop.
+func (s *State) closes(r *http.Request, d Decision) bool {
+	return (d.Action == Redirect || d.Action == Refuse && d.Status == http.StatusServiceUnavailable) && s.closeMode(r)
 }
 
 // closeMode reports whether decisions for r go out as close frames.
