@@ -76,6 +76,7 @@ func newFleet(members []Member, self *Target, prev *fleet) (*fleet, error) {
 	sorted := slices.Clone(members)
 	slices.SortFunc(sorted, func(a, b Member) int { return strings.Compare(a.ID, b.ID) })
 	targets := make([]*Target, len(sorted))
+	byURL := make(map[string]string, len(sorted)) // target → member ID
 	for i := range sorted {
 		m := &sorted[i]
 		switch {
@@ -89,18 +90,14 @@ func newFleet(members []Member, self *Target, prev *fleet) (*fleet, error) {
 			return nil, fmt.Errorf("member %s: negative DrainRamp", m.ID)
 		}
 		m.Weight = max(m.Weight, 1)
-		t, err := parseTarget(m.URL)
+		t, err := prev.target(m)
 		if err != nil {
 			return nil, fmt.Errorf("member %s: %v", m.ID, err)
 		}
-		if _, ok := wire.EncodeMove(t.String()); !ok {
-			return nil, fmt.Errorf("member %s: URL %s is too long to carry in a close frame (at most %d bytes)", m.ID, t, wire.MaxReason-len("wsr1 ="))
+		if other, ok := byURL[t.String()]; ok {
+			return nil, fmt.Errorf("members %s and %s have the same URL %s", other, m.ID, t)
 		}
-		for j := range i {
-			if targets[j].Equal(t) {
-				return nil, fmt.Errorf("members %s and %s have the same URL %s", sorted[j].ID, m.ID, t)
-			}
-		}
+		byURL[t.String()] = m.ID
 		targets[i] = t
 	}
 	f := &fleet{members: sorted, targets: targets, self: -1}
@@ -149,6 +146,34 @@ func newFleet(members []Member, self *Target, prev *fleet) (*fleet, error) {
 		}
 	}
 	return f, nil
+}
+
+// target returns member m's parsed and checked URL, reusing f's when f
+// has m with the same URL, so a drain or a small change does not parse
+// every member's URL again. f may be nil.
+func (f *fleet) target(m *Member) (*Target, error) {
+	if f != nil {
+		if i := memberIndex(f.members, m.ID); i >= 0 && f.members[i].URL == m.URL {
+			return f.targets[i], nil
+		}
+	}
+	t, err := parseTarget(m.URL)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := wire.EncodeMove(t.String()); !ok {
+		return nil, fmt.Errorf("URL %s is too long to carry in a close frame (at most %d bytes)", t, wire.MaxReason-len("wsr1 ="))
+	}
+	return t, nil
+}
+
+// memberIndex finds id in members sorted by ID, or returns -1.
+func memberIndex(sorted []Member, id string) int {
+	i, ok := slices.BinarySearchFunc(sorted, id, func(m Member, id string) int { return strings.Compare(m.ID, id) })
+	if !ok {
+		return -1
+	}
+	return i
 }
 
 // samePlacement reports whether two checked member lists in ID order place
@@ -320,7 +345,7 @@ func (s *State) logChange(old, now *fleet) {
 		delete(was, m.ID)
 	}
 	for id := range was {
-		if slices.ContainsFunc(now.members, func(m Member) bool { return m.ID == id }) {
+		if memberIndex(now.members, id) >= 0 {
 			s.logger.LogAttrs(ctx, slog.LevelInfo, "wsredirect: member undrained", slog.String("member", id), slog.Int("draining", len(now.drainers)))
 		}
 	}
