@@ -22,7 +22,6 @@ type liveSet struct {
 }
 
 type tracked struct {
-	key  string
 	hash uint64
 	conn *websocket.Conn
 }
@@ -31,7 +30,7 @@ type tracked struct {
 // Shard rule routed it by) so [Middleware.MoveConns] can move it. Call the
 // returned func when the connection ends; calling it twice is harmless.
 func (m *Middleware) Track(key string, c *websocket.Conn) (untrack func()) {
-	t := &tracked{key: key, hash: ring.Hash(key), conn: c}
+	t := &tracked{hash: ring.Hash(key), conn: c}
 	m.live.mu.Lock()
 	if m.live.conns == nil {
 		m.live.conns = make(map[*tracked]struct{})
