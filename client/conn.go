@@ -62,6 +62,20 @@ type Conn struct {
 	queue       []Message
 	queuedBytes int
 	werr        error // why writes fail for good: the move failed
+
+	maxQueued, maxQueuedBytes int // the Dialer's limits, defaults applied
+}
+
+// queueLimits returns d's limits for what a Conn queues during a move.
+func (d *Dialer) queueLimits() (messages, bytes int) {
+	messages, bytes = d.MaxQueuedMessages, d.MaxQueuedBytes
+	if messages == 0 {
+		messages = DefaultMaxQueuedMessages
+	}
+	if bytes == 0 {
+		bytes = DefaultMaxQueuedBytes
+	}
+	return messages, bytes
 }
 
 // Message is an application message a [Conn] was given to write.
@@ -87,6 +101,7 @@ func (d *Dialer) Connect(ctx context.Context, urlStr string, requestHeader http.
 		return nil, resp, err
 	}
 	c := &Conn{ch: ch, ws: ws}
+	c.maxQueued, c.maxQueuedBytes = d.queueLimits()
 	c.watch(ws)
 	c.publish()
 	return c, resp, nil
@@ -320,14 +335,7 @@ func (c *Conn) WriteMessage(messageType int, data []byte) error {
 }
 
 func (c *Conn) enqueue(messageType int, data []byte) error {
-	maxN, maxB := c.ch.d.MaxQueuedMessages, c.ch.d.MaxQueuedBytes
-	if maxN == 0 {
-		maxN = DefaultMaxQueuedMessages
-	}
-	if maxB == 0 {
-		maxB = DefaultMaxQueuedBytes
-	}
-	if len(c.queue)+1 > maxN || c.queuedBytes+len(data) > maxB {
+	if len(c.queue)+1 > c.maxQueued || c.queuedBytes+len(data) > c.maxQueuedBytes {
 		return fmt.Errorf("%w: %d messages, %d bytes waiting for the connection to move", ErrQueueFull, len(c.queue), c.queuedBytes)
 	}
 	c.queue = append(c.queue, Message{Type: messageType, Data: slices.Clone(data)})
