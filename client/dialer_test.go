@@ -190,38 +190,7 @@ func TestDialTLS(t *testing.T) {
 }
 
 func TestDialCredentials(t *testing.T) {
-	// a redirects /same to /end on itself, /cross to b, and /back via b's
-	// /bounce to its own /end.
-	var aBase atomic.Value
-	b := startNode(t, "B", false, func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == "/bounce" {
-				w.Header().Set("Location", aBase.Load().(string)+"/end")
-				w.WriteHeader(http.StatusTemporaryRedirect)
-				return
-			}
-			next.ServeHTTP(w, r)
-		})
-	})
-	a := startNode(t, "A", false, func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			loc := ""
-			switch r.URL.Path {
-			case "/same":
-				loc = "/end"
-			case "/cross":
-				loc = wsURL(b.Server, "/end")
-			case "/back":
-				loc = wsURL(b.Server, "/bounce")
-			default:
-				next.ServeHTTP(w, r)
-				return
-			}
-			w.Header().Set("Location", loc)
-			w.WriteHeader(http.StatusTemporaryRedirect)
-		})
-	})
-	aBase.Store(wsURL(a.Server, ""))
+	a, b := credentialNodes(t)
 
 	secret := http.Header{
 		"Authorization":       {"Bearer s3cret"},

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/gorilla/websocket"
@@ -131,4 +132,42 @@ func statuses(hops []client.Hop) []int {
 		out[i] = h.Status
 	}
 	return out
+}
+
+// credentialNodes starts the two nodes the credential tests dial: a
+// redirects /same to /end on itself, /cross to b's /end, and /back via b's
+// /bounce to its own /end.
+func credentialNodes(t *testing.T) (a, b *node) {
+	t.Helper()
+	var aBase atomic.Value
+	b = startNode(t, "B", false, func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/bounce" {
+				w.Header().Set("Location", aBase.Load().(string)+"/end")
+				w.WriteHeader(http.StatusTemporaryRedirect)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	})
+	a = startNode(t, "A", false, func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			loc := ""
+			switch r.URL.Path {
+			case "/same":
+				loc = "/end"
+			case "/cross":
+				loc = wsURL(b.Server, "/end")
+			case "/back":
+				loc = wsURL(b.Server, "/bounce")
+			default:
+				next.ServeHTTP(w, r)
+				return
+			}
+			w.Header().Set("Location", loc)
+			w.WriteHeader(http.StatusTemporaryRedirect)
+		})
+	})
+	aBase.Store(wsURL(a.Server, ""))
+	return a, b
 }

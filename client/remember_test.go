@@ -316,31 +316,7 @@ func TestRememberKeyHasHost(t *testing.T) {
 }
 
 func TestRememberCredentials(t *testing.T) {
-	// As TestDialCredentials: a redirects /same to /end on itself, /cross
-	// to b, and /back via b's /bounce to its own /end.
-	var aBase atomic.Value
-	b := startNode(t, "B", false, func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == "/bounce" {
-				w.Header().Set("Location", aBase.Load().(string)+"/end")
-				w.WriteHeader(http.StatusTemporaryRedirect)
-				return
-			}
-			next.ServeHTTP(w, r)
-		})
-	})
-	a := startNode(t, "A", false, func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			loc := map[string]string{"/same": "/end", "/cross": wsURL(b.Server, "/end"), "/back": wsURL(b.Server, "/bounce")}[r.URL.Path]
-			if loc == "" {
-				next.ServeHTTP(w, r)
-				return
-			}
-			w.Header().Set("Location", loc)
-			w.WriteHeader(http.StatusTemporaryRedirect)
-		})
-	})
-	aBase.Store(wsURL(a.Server, ""))
+	a, b := credentialNodes(t)
 
 	for _, tc := range []struct {
 		name     string
