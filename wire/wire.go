@@ -34,6 +34,24 @@
 // A client that sees CloseRedirect reconnects to the target; one that sees
 // CloseRetry waits the given time (plus jitter) and reconnects to the URL it
 // first dialled.
+//
+// A server that can write in order with its application (the middleware's
+// TrackSend) announces a live move first: it sends the close reason itself
+// as a text message,
+//
+//	"wsr1 =" + absolute base URL     stands for CloseRedirect with this reason
+//	"wsr1 retry=" + whole seconds    stands for CloseRetry with this reason
+//
+// and a client that reads one ([Announced]) stops writing to the
+// connection, closes it itself with code 1000 and moves as if that close
+// frame had come. Everything the client wrote before it read the
+// announcement goes out ahead of its own close frame, and the server reads
+// until that frame: no message is lost at the boundary, which a browser
+// cannot promise when the server's close frame comes first (its network
+// process answers a close frame before the page can stop sending). A server
+// that announces still sends the close frame a moment later, for clients
+// that do not know announcements: they hold the message as they hold any
+// "wsr1 " message, and move on the close frame.
 package wire
 
 import (
@@ -155,6 +173,22 @@ func ParseRedirect(reason, lastMessage, current string) (target string, ok bool)
 // Clients use it to keep such a message from the application.
 func IsRedirectMessage(message string) bool {
 	return strings.HasPrefix(message, v1)
+}
+
+// Announced reports whether a text message announces a move, and returns
+// the close code and reason it stands for: a "wsr1 =" move stands for
+// [CloseRedirect], a "wsr1 retry=" for [CloseRetry]. A client that reads
+// one closes the connection itself with code 1000 and, once it is closed,
+// acts on code and reason as on a close frame. The message is not checked
+// further: [ParseRedirect] and [ParseRetry] do that as for a close frame.
+func Announced(message string) (code int, reason string, ok bool) {
+	switch {
+	case strings.HasPrefix(message, samePath):
+		return CloseRedirect, message, true
+	case strings.HasPrefix(message, retry):
+		return CloseRetry, message, true
+	}
+	return 0, "", false
 }
 
 // ParseRetry reads a [CloseRetry] reason: a delay of whole seconds, at most
