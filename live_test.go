@@ -2,9 +2,12 @@ package wsredirect
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -142,4 +145,113 @@ func TestMoveConnsBoundedByContext(t *testing.T) {
 	assert.Equal(t, len(keys), cut)
 	assert.Less(t, elapsed, time.Second, "the context bounds the call")
 	assert.Eventually(t, func() bool { return mw.Tracked() == 0 }, 5*time.Second, 5*time.Millisecond, "cut connections end the app's handlers")
+}
+
+// TestMoveConnsAnnounces (issue 14): a connection registered with
+// TrackSend is told of its move first in its own stream, through the
+// app's send, as the text of the close reason; a client that closes on it
+// has everything it sent before read by the app, and one that does not
+// (this raw client) gets the close frame a second later all the same.
+// A send that fails or blocks cuts the connection.
+func TestMoveConnsAnnounces(t *testing.T) {
+	mw := shardMiddleware(t, "wss://b.example.com", abc, nil)
+	keys := keysOwnedBy(t, mw.State().fleet, "b", 3)
+	withoutB, err := newFleet([]Member{abc[0], abc[2]}, nil, nil)
+	require.NoError(t, err)
+	got := make(chan string, 100)
+	up := websocket.Upgrader{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		ended := make(chan struct{})
+		defer close(ended)
+		var wmu sync.Mutex
+		send := func(text string) error {
+			wmu.Lock()
+			defer wmu.Unlock()
+			return c.WriteMessage(websocket.TextMessage, []byte(text))
+		}
+		switch r.URL.Query().Get("send") {
+		case "fails":
+			send = func(string) error { return errors.New("the app's writer is gone") }
+		case "blocks":
+			// As a write blocked on a client that stopped reading: until
+			// the connection is closed.
+			send = func(string) error { <-ended; return net.ErrClosed }
+		}
+		defer mw.TrackSend(r.URL.Query().Get("room"), c, send)()
+		for {
+			_, p, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			got <- string(p)
+		}
+	}))
+	defer srv.Close()
+
+	dial := func(k, send string) *websocket.Conn {
+		c, _, err := websocket.DefaultDialer.Dial(wsURL(srv)+"/rooms?room="+k+"&send="+send, nil)
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	answering, ignoring := dial(keys[0], ""), dial(keys[1], "")
+	require.Eventually(t, func() bool { return mw.Tracked() == 2 }, 5*time.Second, 5*time.Millisecond)
+	mw.drainSelf(t, 0)
+	start := time.Now()
+	moved, cut, err := mw.MoveConns(context.Background(), MoveOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, 2, moved)
+	assert.Zero(t, cut)
+
+	// The announcement is the close reason, as a text message.
+	for i, c := range []*websocket.Conn{answering, ignoring} {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		mt, p, err := c.ReadMessage()
+		require.NoError(t, err)
+		assert.Equal(t, websocket.TextMessage, mt)
+		code, reason, ok := wire.Announced(string(p))
+		require.True(t, ok, "announcement %q", p)
+		assert.Equal(t, wire.CloseRedirect, code)
+		target, ok := wire.ParseRedirect(reason, "", wsURL(srv)+"/rooms?room="+keys[i])
+		require.True(t, ok)
+		assert.Equal(t, withoutB.ringOwner(keys[i]).URL+"/rooms?room="+keys[i], target)
+	}
+	// A client that answers: what it writes before its close reaches the app.
+	for _, m := range []string{"one", "two", "three"} {
+		require.NoError(t, answering.WriteMessage(websocket.TextMessage, []byte(m)))
+	}
+	require.NoError(t, answering.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second)))
+	for _, want := range []string{"one", "two", "three"} {
+		select {
+		case m := <-got:
+			assert.Equal(t, want, m)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("the app never read %q", want)
+		}
+	}
+	// One that does not: the close frame, a second later.
+	ce, _ := readClose(t, ignoring)
+	assert.Equal(t, wire.CloseRedirect, ce.Code)
+	assert.GreaterOrEqual(t, time.Since(start), announceWait)
+	assert.Eventually(t, func() bool { return mw.Tracked() == 0 }, 5*time.Second, 5*time.Millisecond)
+
+	// Sends that fail or block: cut, within the write timeout.
+	fails, blocks := dial(keys[2], "fails"), dial(keys[0], "blocks")
+	require.Eventually(t, func() bool { return mw.Tracked() == 2 }, 5*time.Second, 5*time.Millisecond)
+	start = time.Now()
+	moved, cut, err = mw.MoveConns(context.Background(), MoveOptions{})
+	require.NoError(t, err)
+	assert.Zero(t, moved)
+	assert.Equal(t, 2, cut)
+	assert.Less(t, time.Since(start), moveWriteTimeout+time.Second)
+	for _, c := range []*websocket.Conn{fails, blocks} {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, _, err := c.ReadMessage()
+		assert.Error(t, err, "cut: the connection is closed under the app")
+	}
 }
