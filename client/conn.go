@@ -20,9 +20,11 @@ import (
 // wsredirect. When the server closes it with CloseRedirect and a target,
 // [Conn.ReadMessage] connects to the target; with CloseRetry and a delay,
 // it waits that long plus jitter and connects again to the URL first
-// dialled. Either way it goes on reading from the new connection, and the
-// redirect itself, including the text message that carries a target too
-// long for a close reason, never reaches the application.
+// dialled. A move the server announces in a message first (package wire)
+// is followed the same way, once the Conn has closed the old connection
+// from its side. Either way it goes on reading from the new connection,
+// and the redirect itself, including the text message that carries a
+// target too long for a close reason, never reaches the application.
 //
 // The [Dialer]'s rules hold across reconnects: one hop cap and one loop
 // memory for the chain, wss never left for ws, credentials dropped once the
@@ -34,9 +36,10 @@ import (
 // gorilla's does. Moves happen while the reader reads, so keep one reading.
 //
 // What is delivered where during a move: every message written before the
-// Conn sees the server's close reaches the old node's app (a wsredirect
-// server keeps reading until the close handshake completes); every message
-// written from then until the new connection is open is queued — at most
+// Conn sees the server's close or announcement reaches the old node's app
+// (a wsredirect server keeps reading until the close handshake completes);
+// every message written from then until the new connection is open is
+// queued — at most
 // [Dialer.MaxQueuedMessages] and [Dialer.MaxQueuedBytes] — and written
 // first thing on the new connection, in order. Each message reaches exactly
 // one node's app, or its write fails ([ErrQueueFull]), or the [*Error] that
@@ -48,9 +51,13 @@ type Conn struct {
 	// Used by the reading goroutine only.
 	ch      *chain
 	pending string // a redirect message waiting for its close frame
-	settled bool   // the application received a message since the last move
-	err     error  // the read error that ended the Conn
-	reading sync.WaitGroup
+	// The close the server announced in a message (see package wire),
+	// acted on once the connection this side closed ends, by leaveBy.
+	announced *websocket.CloseError
+	leaveBy   time.Time
+	settled   bool  // the application received a message since the last move
+	err       error // the read error that ended the Conn
+	reading   sync.WaitGroup
 
 	mu     sync.Mutex
 	ws     *websocket.Conn
@@ -136,11 +143,18 @@ func (c *Conn) ReadMessage(ctx context.Context) (messageType int, p []byte, err 
 	}
 	for {
 		ws := c.current()
+		if c.announced != nil {
+			ws.SetReadDeadline(c.leaveBy)
+		}
 		messageType, p, err = c.read(ctx, ws)
 		if err == nil {
 			// The marker is a short prefix: converting at most 32 bytes
 			// keeps the check on the stack for messages of any size.
 			if messageType == websocket.TextMessage && wire.IsRedirectMessage(string(p[:min(len(p), 32)])) {
+				if code, reason, ok := wire.Announced(string(p)); ok {
+					c.leave(ws, code, reason)
+					continue
+				}
 				c.pending = string(p)
 				continue
 			}
@@ -153,6 +167,27 @@ func (c *Conn) ReadMessage(ctx context.Context) (messageType int, p []byte, err 
 			return 0, nil, c.err
 		}
 	}
+}
+
+// leaveAnswer bounds how long a connection this side closed on an
+// announcement may take to end: the server answers the close at once, and
+// the messages it still sends before that are read meanwhile.
+var leaveAnswer = 5 * time.Second
+
+// leave acts on a move announced in a message: writes queue from here on,
+// the close frame goes out behind everything written so far, and the
+// connection is read until it ends, when the move follows (see move).
+func (c *Conn) leave(ws *websocket.Conn, code int, reason string) {
+	if c.announced != nil {
+		return
+	}
+	c.mu.Lock()
+	c.moving = true
+	c.mu.Unlock()
+	c.announced = &websocket.CloseError{Code: code, Text: reason}
+	c.leaveBy = time.Now().Add(leaveAnswer)
+	ws.WriteControl(websocket.CloseMessage,
+		websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), c.leaveBy)
 }
 
 // read is ws.ReadMessage bounded by ctx: gorilla reads know deadlines
@@ -185,7 +220,14 @@ func (c *Conn) read(ctx context.Context, ws *websocket.Conn) (int, []byte, error
 // and returns readErr itself when it is neither.
 func (c *Conn) move(ctx context.Context, ws *websocket.Conn, readErr error) error {
 	var ce *websocket.CloseError
-	if !errors.As(readErr, &ce) {
+	switch {
+	case ctx.Err() != nil:
+		return readErr
+	case c.announced != nil:
+		// This side closed it: however it ended, the move is the one
+		// announced.
+		ce, c.announced = c.announced, nil
+	case !errors.As(readErr, &ce):
 		return readErr
 	}
 	// The server closed it; what is left is the socket.

@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -94,6 +95,83 @@ func TestConnFollowsCloseRedirect(t *testing.T) {
 			_, p, err = c.ReadMessage(context.Background())
 			require.NoError(t, err)
 			assert.Equal(t, "B "+tc.path+": hi", string(p))
+		})
+	}
+}
+
+// TestConnFollowsAnnouncedMove: a move announced in a message (the
+// middleware's TrackSend) is followed once the Conn has closed the old
+// connection itself: what the application wrote before the announcement
+// reaches the old server ahead of the Conn's close (code 1000), what the
+// old server sent after it is still delivered, and writes from then on go
+// to the new server. A server that never answers the close does not hold
+// the move beyond a bound.
+func TestConnFollowsAnnouncedMove(t *testing.T) {
+	for _, answers := range []bool{true, false} {
+		t.Run(map[bool]string{true: "server answers the close", false: "server never reads"}[answers], func(t *testing.T) {
+			client.SetLeaveAnswer(t, 300*time.Millisecond)
+			b := startGreeter(t, "B", false, nil)
+			type result struct {
+				got   []string
+				close int
+			}
+			done := make(chan result, 1)
+			stop := make(chan struct{})
+			t.Cleanup(func() { close(stop) })
+			a := scripted(t, false, func(c *websocket.Conn, r *http.Request) {
+				reason, _ := wire.EncodeMove(wsURL(b.Server, ""))
+				c.WriteMessage(websocket.TextMessage, []byte("before"))
+				_, p, _ := c.ReadMessage() // the client is writing: "go"
+				var res result
+				res.got = append(res.got, string(p))
+				c.WriteMessage(websocket.TextMessage, []byte(reason))
+				c.WriteMessage(websocket.TextMessage, []byte("after"))
+				if !answers {
+					<-stop
+					return
+				}
+				for {
+					_, p, err := c.ReadMessage()
+					if err != nil {
+						var ce *websocket.CloseError
+						if errors.As(err, &ce) {
+							res.close = ce.Code
+						}
+						done <- res
+						return
+					}
+					res.got = append(res.got, string(p))
+				}
+			})
+
+			c, _, err := (&client.Dialer{}).Connect(context.Background(), wsURL(a, "/rooms/1?t=x"), nil)
+			require.NoError(t, err)
+			defer c.Close()
+			_, p, err := c.ReadMessage(context.Background())
+			require.NoError(t, err)
+			assert.Equal(t, "before", string(p))
+			require.NoError(t, c.WriteMessage(websocket.TextMessage, []byte("go")))
+			_, p, err = c.ReadMessage(context.Background())
+			require.NoError(t, err)
+			assert.Equal(t, "after", string(p), "sent after the announcement, before the close: delivered")
+			require.NoError(t, c.WriteMessage(websocket.TextMessage, []byte("queued")))
+			start := time.Now()
+			_, p, err = c.ReadMessage(context.Background())
+			require.NoError(t, err)
+			assert.Equal(t, "B /rooms/1?t=x", string(p), "moved to the announced base, path and query kept")
+			_, p, err = c.ReadMessage(context.Background())
+			require.NoError(t, err)
+			assert.Equal(t, "B /rooms/1?t=x: queued", string(p), "the write after the announcement went to the new server")
+			hops := c.Hops()
+			require.Len(t, hops, 2)
+			assert.Equal(t, wire.CloseRedirect, hops[0].Close)
+			if answers {
+				res := <-done
+				assert.Equal(t, []string{"go"}, res.got)
+				assert.Equal(t, websocket.CloseNormalClosure, res.close, "the Conn closed the old connection itself")
+			} else {
+				assert.GreaterOrEqual(t, time.Since(start), 200*time.Millisecond, "it waited for the close to be answered")
+			}
 		})
 	}
 }

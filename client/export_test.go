@@ -37,3 +37,11 @@ func Remembered(d *Dialer, urlStr string) string {
 	}
 	return ""
 }
+
+// SetLeaveAnswer sets how long a connection closed on an announcement may
+// take to end, for the rest of the test.
+func SetLeaveAnswer(t interface{ Cleanup(func()) }, d time.Duration) {
+	old := leaveAnswer
+	leaveAnswer = d
+	t.Cleanup(func() { leaveAnswer = old })
+}

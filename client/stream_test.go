@@ -22,17 +22,29 @@ import (
 // recorder is a node's app: it records, per connection, the numbers a
 // client streams to it.
 type recorder struct {
-	mu    sync.Mutex
-	conns [][]int
+	mu     sync.Mutex
+	conns  [][]int
+	closes []int // the close code each connection ended with, -1 for none
 }
 
-func (rec *recorder) handler(mw *wsredirect.Middleware) http.Handler {
+// handler is the app; announce: it registers connections with TrackSend,
+// so moves are announced in the stream, rather than with Track.
+func (rec *recorder) handler(mw *wsredirect.Middleware, announce bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := upgrader.Upgrade(w, r, nil)
 		if err != nil {
 			return
 		}
-		defer mw.Track(r.URL.Query().Get("room"), c)()
+		var send func(string) error
+		if announce {
+			var wmu sync.Mutex // the app's write lock: it writes nothing else here
+			send = func(text string) error {
+				wmu.Lock()
+				defer wmu.Unlock()
+				return c.WriteMessage(websocket.TextMessage, []byte(text))
+			}
+		}
+		defer mw.TrackSend(r.URL.Query().Get("room"), c, send)()
 		defer c.Close()
 		rec.mu.Lock()
 		i := len(rec.conns)
@@ -41,6 +53,13 @@ func (rec *recorder) handler(mw *wsredirect.Middleware) http.Handler {
 		for {
 			_, p, err := c.ReadMessage()
 			if err != nil {
+				code := -1
+				if ce, ok := err.(*websocket.CloseError); ok {
+					code = ce.Code
+				}
+				rec.mu.Lock()
+				rec.closes = append(rec.closes, code)
+				rec.mu.Unlock()
 				return
 			}
 			n, _ := strconv.Atoi(string(p))
@@ -62,9 +81,18 @@ func (rec *recorder) received() (all []int, perConn [][]int) {
 }
 
 // TestStreamThroughLiveDrain: a client writes a steady numbered stream
-// while its node drains and moves it: every number reaches exactly one of
-// the old or the new node's app, in order on each, none missing.
+// while its node drains and moves it, by close frame (Track) or by an
+// announcement first (TrackSend): every number reaches exactly one of the
+// old or the new node's app, in order on each, none missing.
 func TestStreamThroughLiveDrain(t *testing.T) {
+	for _, announce := range []bool{false, true} {
+		t.Run(map[bool]string{false: "close frame", true: "announced"}[announce], func(t *testing.T) {
+			streamThroughLiveDrain(t, announce)
+		})
+	}
+}
+
+func streamThroughLiveDrain(t *testing.T, announce bool) {
 	const n = 3000
 	names := []string{"a", "b"}
 	srvs := make([]*httptest.Server, len(names))
@@ -78,7 +106,7 @@ func TestStreamThroughLiveDrain(t *testing.T) {
 	for i := range names {
 		mws[i] = wsredirect.MustNew(wsredirect.Options{Self: members[i].URL, Members: members, Rules: []wsredirect.Rule{wsredirect.Shard(wsredirect.QueryKey("room"))}})
 		recs[i] = &recorder{}
-		srvs[i].Config.Handler = mws[i].Handler(recs[i].handler(mws[i]))
+		srvs[i].Config.Handler = mws[i].Handler(recs[i].handler(mws[i], announce))
 		srvs[i].Start()
 		t.Cleanup(srvs[i].Close)
 	}
@@ -138,6 +166,19 @@ func TestStreamThroughLiveDrain(t *testing.T) {
 	// prefix, the new one the rest.
 	assert.Equal(t, seq(1, len(oldNode)), oldNode)
 	assert.Equal(t, seq(len(oldNode)+1, n), newNode)
+	// The old node's app saw the client's close: an answer to the move's
+	// close frame echoes its code; a close on an announcement is normal.
+	require.Eventually(t, func() bool {
+		recs[0].mu.Lock()
+		defer recs[0].mu.Unlock()
+		return len(recs[0].closes) == 1
+	}, 5*time.Second, 10*time.Millisecond)
+	want := map[bool]int{false: wire.CloseRedirect, true: websocket.CloseNormalClosure}[announce]
+	assert.Equal(t, []int{want}, recs[0].closes)
+	hops := c.Hops()
+	require.Len(t, hops, 2)
+	assert.Equal(t, wire.CloseRedirect, hops[0].Close)
+	assert.Equal(t, members[1].URL+"/ws?room="+room, hops[1].URL)
 	t.Logf("%d numbers: %d to the old node, %d to the new one", n, len(oldNode), len(newNode))
 }
 
