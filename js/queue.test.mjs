@@ -163,6 +163,65 @@ describe("sends during a move are queued and sent in order on the new connection
     assert.deepEqual(c.types(), ["open", "message", "redirect", "open"], "the redirect message is not the app's");
   });
 
+  it("an announced move: the helper closes the socket itself; before the announcement to the old, the rest to the new", async (t) => {
+    const c = await connect(t);
+    const [a] = c.srv.dials;
+    const closes = [];
+    const close = a.close.bind(a);
+    a.close = (code, reason) => { closes.push(code); close(code, reason); };
+
+    c.sendUpTo(10);
+    a.deliver(MOVE); // the server's announcement, in order with its messages
+    assert.deepEqual(closes, [1000], "closed from the client's side at once, with a normal closure");
+    assert.equal(a.readyState, 2);
+    c.sendUpTo(20); // queued: the old socket is CLOSING, nothing is sent on it
+    a.deliver("late"); // a browser drops what arrives on a CLOSING socket
+    assert.ok(await until(() => c.srv.dials.length === 2, 500), "the move was not followed");
+    const b = c.srv.dials[1];
+    assert.equal(b.url, URL2, "the announced base, with the path and query dialled");
+    b.accept();
+    c.sendUpTo(25);
+
+    assert.deepEqual(a.sent, nums(1, 10), "everything sent before the announcement, and only that, on the old socket");
+    assert.deepEqual(b.sent, nums(11, 25));
+    assert.deepEqual([...a.dropped, ...b.dropped], [], "nothing sent on a closing socket");
+    assert.deepEqual(c.errors(), []);
+    assert.deepEqual(c.types(), ["open", "message", "redirect", "open"], "the announcement is not the app's");
+    assert.equal(c.log.find((e) => e.type === "redirect").detail.code, CLOSE_REDIRECT);
+  });
+
+  it("an announced retry: closed from the client's side, queued through the wait", async (t) => {
+    const c = await connect(t);
+    const [a] = c.srv.dials;
+
+    c.sendUpTo(3);
+    a.deliver("wsr1 retry=0");
+    c.sendUpTo(6);
+    assert.ok(await until(() => c.srv.dials.length === 2, 500), "the retry was not followed");
+    const b = c.srv.dials[1];
+    assert.equal(b.url, URL1);
+    b.accept();
+
+    assert.deepEqual(a.sent, nums(1, 3));
+    assert.deepEqual(b.sent, nums(4, 6));
+    assert.deepEqual(c.errors(), []);
+  });
+
+  it("an app that closes after an announcement gets its own close, and the queue reported", async (t) => {
+    const c = await connect(t);
+    const [a] = c.srv.dials;
+
+    a.deliver(MOVE);
+    c.sendUpTo(2);
+    c.ws.close(4000, "bye");
+    assert.ok(await until(() => c.closed(), 500), "never closed");
+    await pause(20);
+    assert.equal(c.srv.dials.length, 1, "no move after the app closed");
+    assert.deepEqual(c.errors().map((e) => e.detail), [{ reason: "closed", unsent: ["1", "2"] }]);
+    const closed = c.log.find((e) => e.type === "close");
+    assert.equal(closed.code, 4000, "the app's own close, the socket being closed already");
+  });
+
   it("a \"wsr1 \" message that proves to be app data releases the queue to the same socket", async (t) => {
     const c = await connect(t);
     const [a] = c.srv.dials;

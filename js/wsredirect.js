@@ -29,10 +29,11 @@
 //   - A message sent before the helper sees the move goes out on the old
 //     connection and reaches the old node's app (but see the gap below):
 //     the server keeps reading until the close handshake completes. The
-//     helper sees the move when the "wsr1 <url>" text message of a long
-//     target arrives, or when the socket leaves OPEN (a browser turns it
-//     CLOSING on the server's close frame, before the close event),
-//     whichever comes first.
+//     helper sees the move when the server announces it in a text message
+//     ("wsr1 =<base>" or "wsr1 retry=N": it closes the socket itself at
+//     once), when the "wsr1 <url>" text message of a long target arrives,
+//     or when the socket leaves OPEN (a browser turns it CLOSING on the
+//     server's close frame, before the close event), whichever comes first.
 //   - A message sent from then on is queued, and sent in order on the new
 //     connection as soon as it counts as the app's, before "open" is
 //     dispatched and so before anything sent later: it reaches the new
@@ -47,12 +48,17 @@
 //     that fails) or "closed" (the connection ended without a move, or the
 //     app closed it).
 //
-// One gap the helper cannot close: a browser sends from its network
-// process, which answers the server's close frame at once, while the page
+// The gap, when the server's close frame comes first: a browser sends from
+// its network process, which answers a close frame at once, while the page
 // learns of it (readyState CLOSING) a moment later; a message sent in that
 // moment is dropped by the browser without a word (Chromium: about one
-// move in ten with a message every 4 ms, e2e/stream_test.go). An app that
-// cannot lose one needs acknowledgements of its own.
+// move in ten with a message every 4 ms, e2e/stream_test.go). A server
+// that announces its moves (the Go middleware's TrackSend) closes the gap:
+// the page reads the announcement in order with the app's messages and
+// closes the socket itself, so nothing it sent is behind a close frame.
+// Messages from the server that arrive after the page closed are dropped
+// by the browser, as on any socket closing: TrackSend's send is the server
+// app's cue to stop writing to the connection.
 
 export const SUBPROTOCOL = "wsredirect.v1";
 export const CLOSE_REDIRECT = 4307;
@@ -96,6 +102,18 @@ function hostURL(url) {
   } catch {
     return null;
   }
+}
+
+// announced mirrors Go's Announced: the close a text message announces,
+// { code, reason }, or null. A server that writes in order with its app
+// sends the reason of a live move ("wsr1 =<base>") or retry ("wsr1
+// retry=N") as a message first; the helper then closes the socket itself
+// and acts on the close it announced once the socket is closed.
+export function announced(message) {
+  if (typeof message !== "string") return null;
+  if (message.startsWith(SAME_PATH)) return { code: CLOSE_REDIRECT, reason: message };
+  if (message.startsWith(RETRY)) return { code: CLOSE_RETRY, reason: message };
+  return null;
 }
 
 // isRedirectMessage mirrors Go's IsRedirectMessage: whether a text message
@@ -492,7 +510,7 @@ export class RedirectingWebSocket extends EventTarget {
     // An open socket is pending until it proves to be the app's: at once
     // when the marker was offered and not selected; without the marker, at
     // its first app message or after settleMs without a redirect close.
-    let stub = false, pending = false, settle, errored = false, held = null;
+    let stub = false, pending = false, settle, errored = false, held = null, moveTo = null;
     // What the app sent during a move goes out before "open" is dispatched,
     // so before anything the app sends from its listener.
     const reveal = () => {
@@ -530,6 +548,17 @@ export class RedirectingWebSocket extends EventTarget {
     ws.onmessage = (e) => {
       if (this._ws !== ws) return;
       flush();
+      const a = stub ? null : announced(e.data);
+      if (a) {
+        // The server announces a move in its stream: close the socket
+        // from this side, so that everything sent on it so far goes out
+        // ahead of the close frame (the socket turns CLOSING at once, and
+        // sends from here on are queued); the move follows on its close.
+        moveTo ??= a;
+        clearTimeout(settle);
+        ws.close(1000);
+        return;
+      }
       if (isRedirectMessage(e.data)) {
         held = e.data;
         this._holding = !stub;
@@ -540,9 +569,12 @@ export class RedirectingWebSocket extends EventTarget {
       }
     };
     ws.onerror = () => { errored = true; };
-    ws.onclose = (e) => {
+    ws.onclose = (ev) => {
       if (this._ws !== ws || this._state === RedirectingWebSocket.CLOSED) return;
       clearTimeout(settle);
+      // After an announcement the close is ours; the server's is the one
+      // it announced, unless the app closed meanwhile.
+      const e = moveTo && !this._closing ? { code: moveTo.code, reason: moveTo.reason, wasClean: ev.wasClean } : ev;
       const wasReal = this._real;
       this._holding = false;
       if (guess && !wasReal && !this._closing && e.code !== CLOSE_REDIRECT && e.code !== CLOSE_RETRY) {

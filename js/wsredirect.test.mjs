@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 
 import {
-  CLOSE_REDIRECT, CLOSE_RETRY, SUBPROTOCOL, isRedirectMessage, parseRedirect, parseRetry,
+  CLOSE_REDIRECT, CLOSE_RETRY, SUBPROTOCOL, announced, isRedirectMessage, parseRedirect, parseRetry,
 } from "./wsredirect.js";
 
 const read = (rel) => readFileSync(new URL(rel, import.meta.url), "utf8");
@@ -63,6 +63,15 @@ describe("parseRetry", () => {
 describe("isRedirectMessage", () => {
   for (const v of cases("isRedirectMessage")) {
     it(v.name, () => assert.equal(isRedirectMessage(v.message), v.is));
+  }
+});
+
+describe("announced", () => {
+  for (const v of cases("announced")) {
+    it(v.name, () => {
+      const got = announced(v.message);
+      assert.deepEqual(got, v.code === null ? null : { code: v.code, reason: v.reason });
+    });
   }
 });
 
