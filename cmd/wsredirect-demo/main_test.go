@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/wsredirect/wsredirect/wire"
 )
 
 // TestCheck runs the -check path as main does: etcd, a fleet, Go clients
@@ -144,10 +145,18 @@ func TestServe(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("run did not return after the context ended")
 	}
+	// The node announces the move in the stream (TrackSend), then closes.
+	mt, msg, err := c.ReadMessage()
+	require.NoError(t, err)
+	code, reason, ok := wire.Announced(string(msg))
+	require.True(t, ok && mt == websocket.TextMessage, "an announcement, got %q", msg)
+	assert.Equal(t, wire.CloseRetry, code, "the last node out tells clients to retry later")
+	_, ok = wire.ParseRetry(reason)
+	assert.True(t, ok, reason)
 	_, _, err = c.ReadMessage()
 	var ce *websocket.CloseError
 	require.ErrorAs(t, err, &ce)
-	assert.Equal(t, 4503, ce.Code, "the last node out tells clients to retry later")
+	assert.Equal(t, wire.CloseRetry, ce.Code, "and the close frame follows")
 	assert.Contains(t, out.String(), "draining: 1 open connection(s) told to retry later")
 	assert.Contains(t, out.String(), "stopped")
 }

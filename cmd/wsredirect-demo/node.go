@@ -340,8 +340,10 @@ func (in *instance) serveRoom(w http.ResponseWriter, r *http.Request) {
 	// by room, then knows every one MoveConns can move.
 	defer in.join(room, p)()
 	// Tracked under the key the Shard rule routed it by, so a move can
-	// find it.
-	defer in.mw.Track(room, c)()
+	// find it; its clients (the page's helper, the bots' client.Conn)
+	// read announcements, so a move is announced through the peer's own
+	// write lock and no line a client sends is lost at the boundary.
+	defer in.mw.TrackSend(room, c, func(text string) error { return p.send([]byte(text)) })()
 	for {
 		_, data, err := c.ReadMessage()
 		if err != nil {
