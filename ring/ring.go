@@ -15,6 +15,7 @@ package ring
 
 import (
 	"cmp"
+	"encoding/binary"
 	"fmt"
 	"math/bits"
 	"runtime"
@@ -229,6 +230,9 @@ func (r *Ring) update(ms []Node, force bool) *Ring {
 	}
 	nr := newTables(ms)
 	c := newContest(ms)
+	if len(d.enter) == 1 && r.bar != nil {
+		d.reach = reachOf(c.recip[d.enter[0]])
+	}
 	work := int(incremental * ringSlots)
 	switch {
 	case r.own8 != nil:
@@ -687,20 +691,58 @@ type delta struct {
 	// marks the latter by new index.
 	enter   []int
 	heavier []bool
+	// bytes is remap restated for byte tables, or nil if they are not
+	// both byte tables or too much changed.
+	bytes *byteRemap
+	// reach is, for a lone entrant and an old ring with bars, the
+	// smallest draw with which it can come within each bar level (see
+	// reachOf); nil otherwise.
+	reach *[256]uint64
+}
+
+// reachOf returns, for a member with ⌊(2^64-1)/w⌋ = recip, the smallest
+// draw whose rank is at most each bar level's ceiling (2^64-1 if there is
+// none): a member whose draw falls short of reach[bar[s]] ranks behind the
+// runner-up of slot s, which a multiplication by recip alone could not
+// tell. Ranks never increase with the draw, so each is a binary search.
+func reachOf(recip uint64) *[256]uint64 {
+	lt := log2Table()
+	var reach [256]uint64
+	hi := ^uint64(0)
+	for l, ceil := range barCeil {
+		if rank(lt, hi, recip) > ceil {
+			reach[l] = hi
+			continue
+		}
+		lo := uint64(0)
+		for lo < hi { // rank(hi) ≤ ceil
+			if mid := lo + (hi-lo)/2; rank(lt, mid, recip) <= ceil {
+				hi = mid
+			} else {
+				lo = mid + 1
+			}
+		}
+		reach[l] = hi // and a higher level's reach is no larger
+	}
+	return &reach
 }
 
 // diff compares two checked member lists in ID order.
 func diff(old, ms []Node) *delta {
 	d := &delta{remap: make([]uint32, len(old)), heavier: make([]bool, len(ms))}
+	var br byteRemap
 	i, j := 0, 0
 	for i < len(old) || j < len(ms) {
 		switch {
 		case j == len(ms) || i < len(old) && old[i].ID < ms[j].ID:
 			d.remap[i] = gone
 			d.gone++
+			br.drop = append(br.drop, i+1)
+			br.flag = append(br.flag, uint64(i)*laneLow)
 			i++
 		case i == len(old) || ms[j].ID < old[i].ID:
 			d.enter = append(d.enter, j)
+			br.add = append(br.add, i)
 			j++
 		default:
 			d.remap[i] = uint32(j)
@@ -711,12 +753,103 @@ func diff(old, ms []Node) *delta {
 			case ms[j].Weight < old[i].Weight:
 				d.remap[i] |= shrunk
 				d.gone++
+				br.flag = append(br.flag, uint64(i)*laneLow)
 			}
 			i++
 			j++
 		}
 	}
+	// Below 256 new members no lane, not even a departed member's, is
+	// renumbered past 255 into its neighbour.
+	if len(old) <= 1<<8 && len(ms) < 1<<8 && len(br.drop)+len(br.add) <= 4 && len(br.flag) <= 4 {
+		d.bytes = &br
+	}
 	return d
+}
+
+// byteRemap renumbers byte tables eight slots at a time, in the lanes of a
+// uint64: a member's new index is its old one, less one for each member
+// that left below it, plus one for each that joined below it. Thresholds
+// and flags are old indexes.
+type byteRemap struct {
+	drop []int    // lanes at or above each lose one
+	add  []int    // lanes at or above each gain one
+	flag []uint64 // lanes holding one of these, in every lane, are marked
+}
+
+const (
+	laneLow  = 0x0101010101010101 // 1 in every lane
+	laneHigh = 0x8080808080808080 // every lane's high bit
+	laneRest = 0x7f7f7f7f7f7f7f7f // every lane's other bits
+)
+
+// renumber is renumber's loop for byte tables: the tables are copied,
+// then each threshold and flag is applied to all the block's lanes in a
+// loop of its own, which keeps the loops short enough for registers and
+// free of branches that depend on the slots.
+func (br *byteRemap) renumber(oldOwn, oldRun, own, run []uint8, marks *[buildChunk / 64]uint64) {
+	copy(own, oldOwn)
+	copy(run, oldRun)
+	for _, t := range br.drop { // first, so that no lane passes 255
+		shiftLanes(oldOwn, own, t, -1)
+		shiftLanes(oldRun, run, t, -1)
+	}
+	for _, t := range br.add {
+		shiftLanes(oldOwn, own, t, 1)
+		shiftLanes(oldRun, run, t, 1)
+	}
+	for _, f := range br.flag {
+		markLanes(oldOwn, oldRun, f, marks)
+	}
+}
+
+// shiftLanes adds by (±1) to every byte of to whose counterpart in from
+// is at least t; len(from) is a multiple of 8.
+func shiftLanes(from, to []uint8, t int, by int) {
+	to = to[:len(from)]
+	if by < 0 {
+		for i := 0; i+8 <= len(from); i += 8 {
+			x := binary.LittleEndian.Uint64(from[i:])
+			binary.LittleEndian.PutUint64(to[i:], binary.LittleEndian.Uint64(to[i:])-atLeast(x, t)>>7)
+		}
+		return
+	}
+	for i := 0; i+8 <= len(from); i += 8 {
+		x := binary.LittleEndian.Uint64(from[i:])
+		binary.LittleEndian.PutUint64(to[i:], binary.LittleEndian.Uint64(to[i:])+atLeast(x, t)>>7)
+	}
+}
+
+// markLanes marks the slots whose owner or runner-up is f (in every lane).
+func markLanes(own, run []uint8, f uint64, marks *[buildChunk / 64]uint64) {
+	n := min(len(own), len(run), 64*len(marks)) &^ 63
+	for w := 0; w < n/64; w++ {
+		var m uint64
+		for k := range 8 {
+			i := 64*w + 8*k
+			z := zeroLanes(binary.LittleEndian.Uint64(own[i:])^f) | zeroLanes(binary.LittleEndian.Uint64(run[i:])^f)
+			// Gather the lanes' high bits into one byte, lane j at bit j.
+			m |= (z >> 7) * 0x0102040810204080 >> 56 << (8 * k)
+		}
+		marks[w] |= m
+	}
+}
+
+// zeroLanes returns the high bit of each lane of x that is 0.
+func zeroLanes(x uint64) uint64 { return ^((x&laneRest + laneRest) | x | laneRest) }
+
+// atLeast returns the high bit of each lane of x that is at least t (0 to
+// 256). Lanes are compared on their low seven bits by a subtraction that
+// cannot borrow across lanes, then the high bits settle the rest.
+func atLeast(x uint64, t int) uint64 {
+	if t > 0xff {
+		return 0
+	}
+	d := (x | laneHigh) - uint64(t&0x7f)*laneLow
+	if t < 0x80 {
+		return (x | d) & laneHigh
+	}
+	return x & d & laneHigh
 }
 
 // updateFrom fills nr's tables from an old ring's, own, run and bar (nil
@@ -759,69 +892,82 @@ func fillBars[T slotIndex](c *contest, run []T, bar []uint8) {
 }
 
 // updateRange settles slots lo to hi-1 of a ring whose members differ from
-// the old ring's by d. Where neither the old owner a nor the old runner-up
-// b got worse, everyone else still trails them, so only the members in
-// d.enter can climb past them, and the slot is copied unless one does.
-// Otherwise the slot is looked at again (settle). The common cases, nobody
-// entering and one member entering, have loops of their own. bar is nil
-// or oldBar is not.
+// the old ring's by d, a block of at most buildChunk slots at a time. First
+// every slot is copied with its node indexes renumbered (renumber), and
+// the slots whose old owner a or runner-up b left or got lighter are
+// marked. Where neither got worse, everyone else still trails them, so
+// only the members in d.enter can climb past them and the copy stands
+// unless one does; marked slots are looked at again (settle). The common
+// cases, nobody entering and one member entering, have loops of their
+// own. bar is nil or oldBar is not.
 func updateRange[O, T slotIndex](c *contest, d *delta, oldOwn, oldRun []O, oldBar []uint8, own, run []T, bar []uint8, lo, hi int) {
+	for ; lo < hi; lo += buildChunk {
+		end := min(lo+buildChunk, hi)
+		var marks [buildChunk / 64]uint64
+		if bar != nil {
+			copy(bar[lo:end], oldBar[lo:end])
+		}
+		renumber(d, oldOwn[lo:end], oldRun[lo:end], own[lo:end], run[lo:end], &marks)
+		updateBlock(c, d, oldOwn, oldRun, oldBar, own, run, bar, lo, end, &marks)
+	}
+}
+
+// updateBlock settles a block of slots, lo to hi-1, once renumber has
+// copied and marked them.
+func updateBlock[O, T slotIndex](c *contest, d *delta, oldOwn, oldRun []O, oldBar []uint8, own, run []T, bar []uint8, lo, hi int, marks *[buildChunk / 64]uint64) {
 	lt := log2Table()
-	remap := d.remap
-	oldOwn = oldOwn[lo:hi]
-	n := len(oldOwn)
-	oldRun, own, run = oldRun[lo:hi][:n], own[lo:hi][:n], run[lo:hi][:n]
-	if oldBar != nil {
-		oldBar = oldBar[lo:hi][:n]
+	remap, reach := d.remap, d.reach
+	// settle looks again at slot s, marked or with an entrant in reach,
+	// given its old owner and runner-up by their new indexes.
+	settle := func(s int, a, b uint32) {
+		bi, si, rk := d.settle(c, lt, slotSalt(s), a, b)
+		own[s], run[s] = T(bi), T(si)
+		if bar != nil {
+			bar[s] = barLevel(rk)
+		}
 	}
-	if bar != nil {
-		bar = bar[lo:hi][:n]
-	}
+	marked := func(s int) bool { return marks[uint(s-lo)/64]>>(uint(s-lo)%64)&1 != 0 }
+	old := func(s int) (a, b uint32) { return remap[oldOwn[s]], remap[oldRun[s]] }
 	switch {
 	case len(d.enter) == 0:
-		for s, oa := range oldOwn {
-			a, b := remap[oa], remap[oldRun[s]]
-			if (a|b)&shrunk == 0 {
-				own[s], run[s] = T(a), T(b)
-				if bar != nil {
-					bar[s] = oldBar[s]
-				}
-				continue
-			}
-			bi, si, rk := d.rerun(c, lt, slotSalt(lo+s), a, b)
-			own[s], run[s] = T(bi), T(si)
-			if bar != nil {
-				bar[s] = barLevel(rk)
+		for w, m := range marks {
+			for ; m != 0; m &= m - 1 {
+				s := lo + w*64 + bits.TrailingZeros64(m)
+				a, b := old(s)
+				settle(s, a, b)
 			}
 		}
 	case len(d.enter) == 1 && len(c.groups) == 1:
-		// One member joins a fleet of one weight: draws alone decide.
+		// One member joins, or grows to, a fleet of one weight: draws
+		// alone decide.
 		e := uint32(d.enter[0])
 		se, seed, recip := c.seed[e], c.seed, c.groups[0].recip
-		for s, oa := range oldOwn {
-			a, b := remap[oa], remap[oldRun[s]]
-			if (a|b)&shrunk != 0 || a == e || b == e {
-				bi, si, rk := d.settle(c, lt, slotSalt(lo+s), a, b)
-				own[s], run[s] = T(bi), T(si)
-				if bar != nil {
-					bar[s] = barLevel(rk)
-				}
+		for s := lo; s < hi; s++ {
+			sx := slotSalt(s)
+			ue := score(se, sx)
+			m := marks[uint(s-lo)/64] >> (uint(s-lo) % 64) & 1
+			if reach != nil && ue < reach[oldBar[s]] && m == 0 {
+				continue // the copy stands
+			}
+			if m != 0 {
+				a, b := old(s)
+				settle(s, a, b)
 				continue
 			}
-			sx := slotSalt(lo + s)
-			ue, ub := score(se, sx), score(seed[b], sx)
+			a, b := uint32(own[s]), uint32(run[s])
+			if a == e || b == e { // it was there already, and grew
+				settle(s, a, b)
+				continue
+			}
+			ub := score(seed[b], sx)
 			if ue < ub || ue == ub && e > b {
-				own[s], run[s] = T(a), T(b)
-				if bar != nil {
-					bar[s] = oldBar[s]
-				}
 				continue
 			}
 			ua, ur := score(seed[a], sx), ue
 			if beatsDraw(ue, e, ua, a) {
 				own[s], run[s], ur = T(e), T(a), ua
 			} else {
-				own[s], run[s] = T(a), T(e)
+				run[s] = T(e)
 			}
 			if bar != nil {
 				k, _ := bits.Mul64(negLog2(lt, ur)<<25, recip)
@@ -830,80 +976,92 @@ func updateRange[O, T slotIndex](c *contest, d *delta, oldOwn, oldRun []O, oldBa
 		}
 	case len(d.enter) == 1:
 		// One member joins or grows: it is ranked against the bar, then
-		// the runner-up, then the owner, for as long as it keeps up.
+		// the runner-up, then the owner, for as long as it keeps up. A
+		// member that grew keeps within the bar of a slot where it came
+		// second, so that case is never cut short.
 		e := uint32(d.enter[0])
 		se, re, seed, recip := c.seed[e], c.recip[e], c.seed, c.recip
-		for s, oa := range oldOwn {
-			a, b := remap[oa], remap[oldRun[s]]
-			switch {
-			case (a|b)&shrunk != 0:
-				bi, si, rk := d.settle(c, lt, slotSalt(lo+s), a, b)
-				own[s], run[s] = T(bi), T(si)
-				if bar != nil {
-					bar[s] = barLevel(rk)
-				}
+		for s := lo; s < hi; s++ {
+			sx := slotSalt(s)
+			ue := score(se, sx)
+			m := marks[uint(s-lo)/64] >> (uint(s-lo) % 64) & 1
+			if reach != nil && ue < reach[oldBar[s]] && m == 0 {
+				continue // the copy stands
+			}
+			if m != 0 {
+				a, b := old(s)
+				settle(s, a, b)
 				continue
+			}
+			a, b := uint32(own[s]), uint32(run[s])
+			switch {
 			case a == e:
 				// An owner that grew stays ahead of the same runner-up.
-				own[s], run[s] = T(a), T(b)
-				if bar != nil {
-					bar[s] = oldBar[s]
-				}
 				continue
 			case b == e:
 				// A runner-up that grew may pass the owner.
-				sx := slotSalt(lo + s)
-				ua, ub := score(seed[a], sx), score(se, sx)
+				ua := score(seed[a], sx)
 				ka, _ := bits.Mul64(negLog2(lt, ua)<<25, recip[a])
-				kb, _ := bits.Mul64(negLog2(lt, ub)<<25, re)
-				if beatsRank(kb, ub, b, ka, ua, a) {
+				kb, _ := bits.Mul64(negLog2(lt, ue)<<25, re)
+				if beatsRank(kb, ue, b, ka, ua, a) {
 					own[s], run[s], kb = T(b), T(a), ka
-				} else {
-					own[s], run[s] = T(a), T(b)
 				}
 				if bar != nil {
 					bar[s] = barLevel(kb)
 				}
 				continue
 			}
-			sx := slotSalt(lo + s)
-			ue := score(se, sx)
 			le := lowRank(ue, re)
-			if oldBar != nil && le > barCeil[oldBar[s]] {
-				own[s], run[s] = T(a), T(b)
-				if bar != nil {
-					bar[s] = oldBar[s]
-				}
-				continue
-			}
 			ub := score(seed[b], sx)
 			kb, _ := bits.Mul64(negLog2(lt, ub)<<25, recip[b])
-			if le <= kb {
-				if ke, _ := bits.Mul64(negLog2(lt, ue)<<25, re); beatsRank(ke, ue, e, kb, ub, b) {
-					ua := score(seed[a], sx)
-					if ka, _ := bits.Mul64(negLog2(lt, ua)<<25, recip[a]); beatsRank(ke, ue, e, ka, ua, a) {
-						own[s], run[s], kb = T(e), T(a), ka
-					} else {
-						own[s], run[s], kb = T(a), T(e), ke
-					}
-					if bar != nil {
-						bar[s] = barLevel(kb)
-					}
-					continue
-				}
+			if le > kb {
+				continue
 			}
-			own[s], run[s] = T(a), T(b)
+			ke, _ := bits.Mul64(negLog2(lt, ue)<<25, re)
+			if !beatsRank(ke, ue, e, kb, ub, b) {
+				continue
+			}
+			ua := score(seed[a], sx)
+			if ka, _ := bits.Mul64(negLog2(lt, ua)<<25, recip[a]); beatsRank(ke, ue, e, ka, ua, a) {
+				own[s], run[s], kb = T(e), T(a), ka
+			} else {
+				run[s], kb = T(e), ke
+			}
 			if bar != nil {
-				bar[s] = oldBar[s]
+				bar[s] = barLevel(kb)
 			}
 		}
 	default:
-		for s, oa := range oldOwn {
-			bi, si, rk := d.settle(c, lt, slotSalt(lo+s), remap[oa], remap[oldRun[s]])
-			own[s], run[s] = T(bi), T(si)
-			if bar != nil {
-				bar[s] = barLevel(rk)
+		for s := lo; s < hi; s++ {
+			a, b := uint32(own[s]), uint32(run[s])
+			if marked(s) {
+				a, b = old(s)
 			}
+			settle(s, a, b)
+		}
+	}
+}
+
+// renumber copies a block of old tables' slots with their node indexes
+// renumbered by d, and marks in marks the slots whose owner or runner-up
+// left or got lighter (whose copies are then meaningless). Byte tables
+// whose renumbering d.bytes describes take eight slots at a time.
+func renumber[O, T slotIndex](d *delta, oldOwn, oldRun []O, own, run []T, marks *[buildChunk / 64]uint64) {
+	if d.bytes != nil {
+		if o8, ok := any(oldOwn).([]uint8); ok {
+			if n8, ok := any(own).([]uint8); ok {
+				d.bytes.renumber(o8, any(oldRun).([]uint8), n8, any(run).([]uint8), marks)
+				return
+			}
+		}
+	}
+	remap := d.remap
+	oldRun, own, run = oldRun[:len(oldOwn)], own[:len(oldOwn)], run[:len(oldOwn)]
+	for s, oa := range oldOwn {
+		a, b := remap[oa], remap[oldRun[s]]
+		own[s], run[s] = T(a), T(b)
+		if (a|b)&shrunk != 0 {
+			marks[s/64] |= 1 << (s % 64)
 		}
 	}
 }

@@ -277,3 +277,65 @@ func TestRingMemory(t *testing.T) {
 		assert.Equal(t, tc.mib<<20, size, "n=%d", tc.n)
 	}
 }
+
+// TestByteRemap checks the eight-lane renumbering of byte tables against
+// the definition, lane by lane, with thresholds and flags on both sides of
+// 128 where the lane comparison changes form.
+func TestByteRemap(t *testing.T) {
+	for x := range 256 {
+		for th := range 257 {
+			w := uint64(x) * laneLow
+			want := uint64(0)
+			if x >= th {
+				want = laneHigh
+			}
+			require.Equal(t, want, atLeast(w, th), "atLeast(%d, %d)", x, th)
+		}
+	}
+	rng := rand.New(rand.NewPCG(13, 14))
+	for range 2000 {
+		var br byteRemap
+		for range rng.IntN(3) { // distinct, as departed members are
+			if th := 1 + rng.IntN(255); !slices.Contains(br.drop, th) {
+				br.drop = append(br.drop, th)
+			}
+		}
+		for range rng.IntN(3) {
+			br.add = append(br.add, rng.IntN(256))
+		}
+		var flags []int
+		for range rng.IntN(3) {
+			flags = append(flags, rng.IntN(256))
+			br.flag = append(br.flag, uint64(flags[len(flags)-1])*laneLow)
+		}
+		// Lanes stay below 256 as they do in Update: drops first, and no
+		// lane gains more than it can take.
+		own, run := make([]uint8, 128), make([]uint8, 128)
+		for i := range own {
+			own[i] = uint8(rng.IntN(256 - len(br.add)))
+			run[i] = uint8(rng.IntN(256 - len(br.add)))
+			if rng.IntN(8) == 0 && len(flags) > 0 {
+				own[i] = uint8(min(flags[0], 255-len(br.add)))
+			}
+		}
+		gotOwn, gotRun := make([]uint8, 128), make([]uint8, 128)
+		var marks [buildChunk / 64]uint64
+		br.renumber(own, run, gotOwn, gotRun, &marks)
+		renum := func(x uint8) uint8 {
+			y := int(x)
+			for _, th := range br.drop {
+				y -= btoi(int(x) >= th)
+			}
+			for _, th := range br.add {
+				y += btoi(int(x) >= th)
+			}
+			return uint8(y)
+		}
+		for i := range own {
+			require.Equal(t, renum(own[i]), gotOwn[i], "own slot %d: %+v", i, br)
+			require.Equal(t, renum(run[i]), gotRun[i], "run slot %d: %+v", i, br)
+			marked := slices.Contains(flags, int(own[i])) || slices.Contains(flags, int(run[i]))
+			require.Equal(t, marked, marks[i/64]>>(i%64)&1 == 1, "mark of slot %d: %+v", i, br)
+		}
+	}
+}
