@@ -547,16 +547,18 @@ func (c *contest) top(lt *[1025]uint64, sx uint64) (owner, runner int, rk uint64
 
 // bestBut returns the standing of the best member other than x in the
 // slot with salt sx; there are at least two members. With more than one
-// weight it visits members heaviest first, whose ranks are likeliest to be
-// small, so that lowRank spares most of the rest a logarithm.
-func (c *contest) bestBut(lt *[1025]uint64, sx uint64, x int) entry {
+// weight it starts from seed, a member other than x known to be in the
+// running (or none: index -1 and rank ^0), and visits members heaviest
+// first, whose ranks are likeliest to be small, so that lowRank spares most
+// of the rest a logarithm.
+func (c *contest) bestBut(lt *[1025]uint64, sx uint64, x int, seed entry) entry {
 	skip := c.pos[x]
 	if len(c.groups) == 1 {
-		u, j := max1(c.seeds, sx, 0, len(c.seeds), skip)
+		u, j := max1(c.seeds, sx, skip)
 		return entry{u: u, i: c.index[j]}
 	}
 	seeds, recips, index := c.seeds, c.recips[:len(c.seeds)], c.index[:len(c.seeds)]
-	bk, bu, bi := ^uint64(0), uint64(0), -1
+	bk, bu, bi := seed.k, seed.u, seed.i
 	for j := len(seeds) - 1; j >= 0; j-- {
 		u, rc := score(seeds[j], sx), recips[j]
 		if j == skip || lowRank(u, rc) > bk {
@@ -570,58 +572,65 @@ func (c *contest) bestBut(lt *[1025]uint64, sx uint64, x int) entry {
 	return entry{k: bk, u: bu, i: bi}
 }
 
-// topGiven returns what top does, given a guess at the owner, x: if x
-// beats every other member they are x and the best of the rest; otherwise
-// the contest is run in full.
-func (c *contest) topGiven(lt *[1025]uint64, sx uint64, x int) (owner, runner int, rk uint64) {
-	if y := c.bestBut(lt, sx, x); c.entry(lt, sx, x).beats(y) {
-		return x, y.i, c.rankOf(lt, y)
+// none is the standing of no member, behind every member.
+var none = entry{k: ^uint64(0), i: -1}
+
+// topGiven returns what top does, given a guess at the owner, fx, and a
+// seed for bestBut: if fx beats every other member they are fx and the
+// best of the rest; otherwise the contest is run in full.
+func (c *contest) topGiven(lt *[1025]uint64, sx uint64, fx, seed entry) (owner, runner int, rk uint64) {
+	if y := c.bestBut(lt, sx, fx.i, seed); fx.beats(y) {
+		return fx.i, y.i, c.rankOf(lt, y)
 	}
 	return c.top(lt, sx)
 }
 
-// max1 returns the largest draw in seeds[lo:hi] other than at position
-// skip (which may lie outside the range), and its position, the earlier
-// on ties; the range must hold a position other than skip. Two
-// interleaved runs shorten the loop's chain of dependent comparisons.
-func max1(seeds []uint64, sx uint64, lo, hi, skip int) (bu uint64, bj int) {
-	if skip >= lo && skip < hi {
-		switch {
-		case skip == lo:
-			return max1(seeds, sx, lo+1, hi, -1)
-		case skip == hi-1:
-			return max1(seeds, sx, lo, hi-1, -1)
-		}
-		bu, bj = max1(seeds, sx, lo, skip, -1)
-		if u, j := max1(seeds, sx, skip+1, hi, -1); u > bu {
-			bu, bj = u, j
-		}
-		return bu, bj
+// max1 returns the largest draw in seeds other than at position skip, and
+// its position, the earlier on ties; seeds must hold a position other than
+// skip. It runs over the positions before skip and after it with the same
+// two interleaved maxima, which shorten the loop's chain of dependent
+// comparisons.
+func max1(seeds []uint64, sx uint64, skip int) (bu uint64, bj int) {
+	lo := 0
+	if skip == 0 {
+		lo = 1
 	}
-	bu, bj = score(seeds[lo], sx), lo
-	if hi-lo < 2 {
-		return bu, bj
+	// Both runs start from the first position, which wins their ties.
+	u0, u1 := score(seeds[lo], sx), score(seeds[lo], sx)
+	j0, j1 := lo, lo
+	mid := min(max(skip, lo+1), len(seeds))
+	u0, j0, u1, j1 = max2(seeds, sx, lo+1, mid, u0, j0, u1, j1)
+	u0, j0, u1, j1 = max2(seeds, sx, max(mid, skip+1), len(seeds), u0, j0, u1, j1)
+	if u1 > u0 || u1 == u0 && j1 < j0 {
+		return u1, j1
 	}
-	u1, j1 := score(seeds[lo+1], sx), lo+1
-	j := lo + 2
-	for ; j+1 < hi; j += 2 {
+	return u0, j0
+}
+
+// max2 carries two running maxima of draws, with their positions, over
+// seeds[lo:hi], alternating between them; each keeps the earlier position
+// on ties.
+func max2(seeds []uint64, sx uint64, lo, hi int, u0 uint64, j0 int, u1 uint64, j1 int) (uint64, int, uint64, int) {
+	if lo >= hi {
+		return u0, j0, u1, j1
+	}
+	seeds = seeds[:hi]
+	j := lo
+	for ; j+1 < len(seeds); j += 2 {
 		a, b := score(seeds[j], sx), score(seeds[j+1], sx)
-		if a > bu {
-			bu, bj = a, j
+		if a > u0 {
+			u0, j0 = a, j
 		}
 		if b > u1 {
 			u1, j1 = b, j+1
 		}
 	}
-	if j < hi {
-		if a := score(seeds[j], sx); a > bu {
-			bu, bj = a, j
+	if j < len(seeds) {
+		if a := score(seeds[j], sx); a > u0 {
+			u0, j0 = a, j
 		}
 	}
-	if u1 > bu || u1 == bu && j1 < bj {
-		bu, bj = u1, j1
-	}
-	return bu, bj
+	return u0, j0, u1, j1
 }
 
 // top2 returns the positions in seeds[lo:hi] of the two largest draws for
@@ -1092,14 +1101,20 @@ func (d *delta) rerun(c *contest, lt *[1025]uint64, sx uint64, a, b uint32) (own
 	switch {
 	case a&b&shrunk != 0:
 		return c.top(lt, sx)
+	case b == gone:
+		return c.topGiven(lt, sx, c.entry(lt, sx, int(a)), none)
 	case b&shrunk != 0:
-		return c.topGiven(lt, sx, int(a))
+		// The lighter runner-up is still in the running for its place.
+		return c.topGiven(lt, sx, c.entry(lt, sx, int(a)), c.entry(lt, sx, int(b&^shrunk)))
 	case a != gone:
-		if a &^= shrunk; c.entry(lt, sx, int(a)).beats(c.entry(lt, sx, int(b))) {
-			return d.contend(c, lt, sx, int(a), int(b))
+		fa, fb := c.entry(lt, sx, int(a&^shrunk)), c.entry(lt, sx, int(b))
+		if fa.beats(fb) {
+			return d.contend(c, lt, sx, fa.i, fb.i)
 		}
+		// The lighter owner is in the running for second place.
+		return c.topGiven(lt, sx, fb, fa)
 	}
-	return c.topGiven(lt, sx, int(b))
+	return c.topGiven(lt, sx, c.entry(lt, sx, int(b)), none)
 }
 
 // contend returns the owner and runner-up of the slot with salt sx whose

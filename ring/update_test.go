@@ -339,3 +339,32 @@ func TestByteRemap(t *testing.T) {
 		}
 	}
 }
+
+// TestMax1 checks max1 against the definition wherever the skipped
+// position falls, on draws with ties (repeated seeds).
+func TestMax1(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	for n := 2; n <= 9; n++ {
+		for range 300 {
+			seeds := make([]uint64, n)
+			for i := range seeds {
+				seeds[i] = rng.Uint64() | 1
+				if i > 0 && rng.IntN(3) == 0 {
+					seeds[i] = seeds[rng.IntN(i)]
+				}
+			}
+			sx := rng.Uint64()
+			for skip := -1; skip <= n; skip++ {
+				wu, wj := uint64(0), -1
+				for j, s := range seeds {
+					if u := score(s, sx); j != skip && (wj < 0 || u > wu) {
+						wu, wj = u, j
+					}
+				}
+				u, j := max1(seeds, sx, skip)
+				require.Equal(t, wj, j, "n=%d skip=%d", n, skip)
+				require.Equal(t, wu, u, "n=%d skip=%d", n, skip)
+			}
+		}
+	}
+}
