@@ -297,6 +297,17 @@ func (m *Middleware) DrainMember(id string, since time.Time, ramp time.Duration)
 	})
 }
 
+// UpdateMembers replaces the fleet with edit's result, given the members
+// in force, checked as SetMembers checks; an error from edit is returned
+// and changes nothing. It is SetMembers for a membership source that
+// keeps what others set, such as drains from DrainMember: a change that
+// lands meanwhile is never overwritten, because edit is called again on
+// the newer members. So edit may run more than once, and must be quick and
+// free of side effects. current is edit's own copy.
+func (m *Middleware) UpdateMembers(edit func(current []Member) ([]Member, error)) error {
+	return m.setFleet("UpdateMembers", edit)
+}
+
 // setFleet swaps in the fleet built from edit's result.
 func (m *Middleware) setFleet(op string, edit func(current []Member) ([]Member, error)) error {
 	var old, now *fleet

@@ -2,10 +2,12 @@ package wsredirect
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -370,4 +372,57 @@ func FuzzQueryValue(f *testing.F) {
 			t.Fatalf("queryValue(%q) = %q, %v; net/url says %q", raw, got, ok, want)
 		}
 	})
+}
+
+// TestUpdateMembersKeepsConcurrentDrains: a membership source that swaps
+// the set with UpdateMembers, keeping the drain fields in force, loses none
+// of the drains DrainMember sets meanwhile (as a read of State().Members()
+// followed by SetMembers would, when a drain lands between the two).
+func TestUpdateMembersKeepsConcurrentDrains(t *testing.T) {
+	var members []Member
+	for i := range 8 {
+		members = append(members, Member{ID: fmt.Sprintf("m%02d", i), URL: fmt.Sprintf("wss://m%02d.example.com", i)})
+	}
+	extra := Member{ID: "zz", URL: "wss://zz.example.com"}
+	mw := shardMiddleware(t, "wss://m00.example.com", members, nil)
+	since := time.Unix(1700000000, 0)
+
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		// The source: DNS says the set flips between with and without zz;
+		// drains in force are kept.
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			next := slices.Clone(members)
+			if i%2 == 0 {
+				next = append(next, extra)
+			}
+			assert.NoError(t, mw.UpdateMembers(func(current []Member) ([]Member, error) {
+				for j := range next {
+					if k := memberIndex(current, next[j].ID); k >= 0 {
+						next[j].DrainingSince, next[j].DrainRamp = current[k].DrainingSince, current[k].DrainRamp
+					}
+				}
+				return next, nil
+			}))
+		}
+	})
+	for _, m := range members[1:] {
+		require.NoError(t, mw.DrainMember(m.ID, since, time.Minute))
+		time.Sleep(time.Millisecond)
+	}
+	close(done)
+	wg.Wait()
+	for _, m := range mw.State().Members() {
+		if m.ID != "m00" && m.ID != "zz" {
+			assert.True(t, m.DrainingSince.Equal(since), "the drain of %s was kept", m.ID)
+		}
+	}
+	assert.ErrorContains(t, mw.UpdateMembers(func([]Member) ([]Member, error) { return nil, errors.New("no answer") }),
+		"wsredirect: UpdateMembers: no answer")
 }

@@ -2,7 +2,7 @@
 // Kubernetes headless services and Consul DNS serve them.
 //
 // [Watch] looks up _service._proto.name at once and then every
-// Options.Interval, and gives the answer to [wsredirect.Middleware.SetMembers]
+// Options.Interval, and gives the answer to the middleware ([wsredirect.Middleware.UpdateMembers])
 // whenever it differs from the members in force. [Lookup] returns the members
 // DNS gives now, for Options.Members when the middleware is built (New
 // refuses a Shard rule without members).
@@ -87,12 +87,14 @@ func Lookup(ctx context.Context, opts Options) ([]wsredirect.Member, error) {
 }
 
 // Watch keeps mw's members those DNS gives: it looks up at once, then every
-// Interval until ctx ends, and calls mw.SetMembers whenever the answer's set
-// of members (IDs, URLs and weights) differs from the members in force. Drain
-// fields set with [wsredirect.Middleware.DrainMember] are kept for the
-// members still listed; members set by other means are replaced at the
-// next lookup. A failed or empty lookup, or a set SetMembers refuses, keeps
-// the members in force and is logged at Warn.
+// Interval until ctx ends, and replaces the members in force
+// ([wsredirect.Middleware.UpdateMembers]) whenever the answer's set of
+// members (IDs, URLs and weights) differs from them. Drain fields set with
+// [wsredirect.Middleware.DrainMember] are kept for the members still
+// listed, also when a drain lands during the swap; members set by other
+// means are replaced at the next lookup. A failed or empty lookup, or a
+// set the middleware refuses, keeps the members in force and is logged at
+// Warn.
 //
 // Run it on its own goroutine: it blocks until ctx ends and then returns
 // nil. Bad options are returned at once, before any lookup.
@@ -190,12 +192,21 @@ func (c *config) sync(ctx context.Context, mw *wsredirect.Middleware, failing bo
 	if failing {
 		c.logger.InfoContext(ctx, "dnssrv: lookup succeeded again", "name", c.qname, "members", len(ms))
 	}
-	current := mw.State().Members()
-	next, changed := merge(current, ms)
+	// UpdateMembers, not State then SetMembers: a drain set with
+	// DrainMember in between would be lost.
+	var current, next []wsredirect.Member
+	changed := false
+	err = mw.UpdateMembers(func(in []wsredirect.Member) ([]wsredirect.Member, error) {
+		current = in
+		if next, changed = merge(in, ms); !changed {
+			return nil, errUnchanged
+		}
+		return next, nil
+	})
 	if !changed {
 		return false
 	}
-	if err := mw.SetMembers(next...); err != nil {
+	if err != nil {
 		c.logger.WarnContext(ctx, "dnssrv: members refused; the members in force stay", "name", c.qname, "err", err)
 		return false
 	}
@@ -203,6 +214,9 @@ func (c *config) sync(ctx context.Context, mw *wsredirect.Middleware, failing bo
 		"added", missing(next, current), "removed", missing(current, next))
 	return false
 }
+
+// errUnchanged stops an UpdateMembers that has nothing to change.
+var errUnchanged = errors.New("unchanged")
 
 // members builds the members of an SRV answer, sorted by ID: the records of
 // the lowest priority present with a target other than ".", one member per
