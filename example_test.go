@@ -138,7 +138,7 @@ func ExampleShard() {
 		return "sent to " + d.Target.String()
 	}
 	report := func() {
-		for _, room := range []string{"lobby", "games", "music"} {
+		for _, room := range []string{"lobby", "books", "music"} {
 			owner, _ := nodes["a"].State().Owner(room)
 			fmt.Printf("%-6s owner %s, node a: %s\n", room, owner.ID, whereIs(room))
 		}
@@ -153,10 +153,10 @@ func ExampleShard() {
 	report()
 	// Output:
 	// lobby  owner b, node a: sent to wss://b.chat.example.com
-	// games  owner a, node a: served by a
+	// books  owner a, node a: served by a
 	// music  owner c, node a: sent to wss://c.chat.example.com
 	// a drains:
 	// lobby  owner b, node a: sent to wss://b.chat.example.com
-	// games  owner c, node a: sent to wss://c.chat.example.com
+	// books  owner c, node a: sent to wss://c.chat.example.com
 	// music  owner c, node a: sent to wss://c.chat.example.com
 }

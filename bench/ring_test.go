@@ -51,7 +51,7 @@ type router struct {
 // replica count groupcache itself uses). The uint64-keyed ones get the same
 // string hash as wsredirect so the comparison is of placement, not hashing.
 var routers = []router{
-	{"wsredirect", "2^20 slots, weighted rendezvous", func(nodes []string) func(string) string {
+	{"wsredirect", "2^19 slots, weighted rendezvous", func(nodes []string) func(string) string {
 		ns := make([]ring.Node, len(nodes))
 		for i, n := range nodes {
 			ns[i] = ring.Node{ID: n}

@@ -18,6 +18,6 @@ func Example() {
 	fmt.Println("room-42 is on", r.Node(owner).ID)
 	fmt.Println("without it, on", r.Node(r.OwnerWithout(h, owner)).ID)
 	// Output:
-	// room-42 is on node-a
+	// room-42 is on node-c
 	// without it, on node-b
 }

@@ -62,20 +62,23 @@ type Ring struct {
 	// multiplication to see that it falls short of a slot's podium, not
 	// a logarithm. Like the other tables it depends only on the members,
 	// so Update gives the same one as New. It is left out (nil) below two
-	// members and above 2^16, where it would take a ring past 8 MiB.
+	// members, and above 2^16, a size no fleet reaches, where the 32-bit
+	// tables alone take 4 MiB.
 	bar *[ringSlots]uint8
 }
 
 // ringBits is fixed rather than chosen by fleet size: a slot's owner depends
 // on which slots exist, so a table size that changed with N would reshuffle
-// about half the keys whenever a fleet crossed a size threshold. 2^20 slots
-// give 16384 slots per member at N=64 (the slot share's coefficient of
-// variation is sqrt(N/2^20), under 1%) and cost one draw per member and slot
-// to build: about 1.3 ms of CPU per member with equal weights, see
-// BenchmarkRingBuild. Half as many slots would halve that, and the cost of
-// a change, but leave N=64 fleets noticeably less even.
+// about half the keys whenever a fleet crossed a size threshold. 2^19 slots
+// give 8192 slots per member at N=64 (the slot share's coefficient of
+// variation is sqrt(N/2^19): 1.1% at N=64, 4.4% at N=1024) and cost one
+// draw per member and slot to build: about 0.6 ms of CPU per member with
+// equal weights, see BenchmarkRingBuild. Twice as many slots would make
+// fleets a little more even (0.8% at N=64) but double the cost of a build
+// and of every membership change, which should stay within a few
+// milliseconds of CPU.
 const (
-	ringBits  = 20
+	ringBits  = 19
 	ringSlots = 1 << ringBits
 	slotShift = 64 - ringBits
 )
@@ -89,16 +92,16 @@ const freeHashBits = 1<<32 - 1
 // or repeated or its weight is negative. No nodes give a ring on which every
 // lookup returns -1.
 //
-// Building draws for every member in each of the ring's 2^20 slots, so it
+// Building draws for every member in each of the ring's 2^19 slots, so it
 // costs time in proportion to len(nodes), spread over GOMAXPROCS: about
-// 1.3 ms of CPU per member with equal weights (a few times that if every
+// 0.6 ms of CPU per member with equal weights (a few times that if every
 // member has a different weight), so tens of milliseconds for 64 members
-// and a second or more for 1024; see BenchmarkRingBuild. It is meant to
+// and about half a second for 1024; see BenchmarkRingBuild. It is meant to
 // run once: when the membership changes, [Ring.Update] derives the next
 // ring from the last far more cheaply. Weights are honoured as ratios;
 // beyond about 2^32 the rank's fixed-point precision starts to blur them.
-// A ring takes 3 MiB of tables up to 256 nodes, 5 MiB up to 65536, 8 MiB
-// beyond.
+// A ring takes 1.5 MiB of tables up to 256 nodes, 2.5 MiB up to 65536,
+// 4 MiB beyond.
 func New(nodes []Node) (*Ring, error) {
 	ms, err := canonical(nodes)
 	if err != nil {
@@ -1158,7 +1161,7 @@ func slotSalt(s int) uint64 { return mix64(uint64(s)*0x9e3779b97f4a7c15 + 0x632b
 
 // score is a member's pseudo-random draw u for a slot: one folded 64×64-bit
 // multiply of two well-mixed values (wyhash's mum), because a build makes
-// N×2^20 of them.
+// N×2^19 of them.
 func score(seed, salt uint64) uint64 { return wymix(seed, salt) }
 
 // mix64 is the moremur finalizer (a stronger-constant variant of
