@@ -455,15 +455,18 @@ func rank(lt *[1025]uint64, u, recip uint64) uint64 {
 }
 
 // lowRank is a lower bound on rank(lt, u, recip) that needs no logarithm.
-// With x = 1-u/2^64, -log2(u/2^64) ≥ x/ln 2 > 1.4375·x, and negLog2 never
+// With x = 1-u/2^64, -log2(u/2^64) ≥ x/ln 2 > 23/16·x, and negLog2 never
 // falls below the true logarithm (its table is rounded down and linear
-// interpolation runs below the concave log2), so ℓ ≥ X + 7X/16 where
-// X = ⌊(2^64-1-u)/2^32⌋ ≤ x·2^32. For the draws near 2^64 that can win a
-// slot the bound is within half a percent of the rank.
+// interpolation runs below the concave log2), so ℓ ≥ 23X/16 where
+// X = ⌊(2^64-1-u)/2^32⌋ ≤ x·2^32, and the rank ⌊ℓ·recip/2^39⌋ is at least
+// ⌊23X·recip/2^43⌋ ≥ ⌊X·23⌊recip/2^37⌋/2^6⌋. That last product fits in
+// 64 bits (X < 2^32, 23⌊recip/2^37⌋ < 2^32): plain multiplications, which
+// loops that make one per member afford better than the rank's 128-bit
+// one. For the draws near 2^64 that can win a slot the bound is within
+// half a percent of the rank, and dropping recip's low bits costs a
+// further w/2^27 of it (a weight of 2^27 or more makes the bound 0).
 func lowRank(u, recip uint64) uint64 {
-	x := ^u >> 32
-	k, _ := bits.Mul64((x+(x*7)>>4)<<25, recip)
-	return k
+	return ^u >> 32 * (23 * (recip >> 37)) >> 6
 }
 
 // entry is one member's standing in a slot's contest.
