@@ -413,6 +413,7 @@ var barCeil = func() (t [256]uint64) {
 type contest struct {
 	seeds  []uint64 // draw seeds, grouped by weight, canonical order within a group
 	recips []uint64 // ⌊(2^64-1)/w⌋ of each seed's member
+	lows   []uint64 // and lowFactor of that
 	index  []int    // canonical member index of each seed
 	groups []weightClass
 
@@ -434,11 +435,12 @@ func newContest(ms []Node) *contest {
 	}
 	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(ms[a].Weight, ms[b].Weight) })
 	c := &contest{
-		seeds: make([]uint64, len(ms)), recips: make([]uint64, len(ms)), index: order,
+		seeds: make([]uint64, len(ms)), recips: make([]uint64, len(ms)), lows: make([]uint64, len(ms)), index: order,
 		seed: make([]uint64, len(ms)), recip: make([]uint64, len(ms)), pos: make([]int, len(ms)),
 	}
 	for k, i := range order {
 		c.seeds[k], c.recips[k] = memberSeed(ms[i].ID), ^uint64(0)/uint64(ms[i].Weight)
+		c.lows[k] = lowFactor(c.recips[k])
 		c.seed[i], c.recip[i], c.pos[i] = c.seeds[k], c.recips[k], k
 		if k+1 == len(order) || ms[order[k+1]].Weight != ms[i].Weight {
 			c.groups = append(c.groups, weightClass{end: k + 1, recip: c.recips[k]})
@@ -465,9 +467,14 @@ func rank(lt *[1025]uint64, u, recip uint64) uint64 {
 // one. For the draws near 2^64 that can win a slot the bound is within
 // half a percent of the rank, and dropping recip's low bits costs a
 // further w/2^27 of it (a weight of 2^27 or more makes the bound 0).
-func lowRank(u, recip uint64) uint64 {
-	return ^u >> 32 * (23 * (recip >> 37)) >> 6
-}
+func lowRank(u, recip uint64) uint64 { return lowRankBy(u, lowFactor(recip)) }
+
+// lowFactor is lowRank's factor for recip, 23⌊recip/2^37⌋, which loops
+// over members keep rather than compute.
+func lowFactor(recip uint64) uint64 { return 23 * (recip >> 37) }
+
+// lowRankBy is lowRank given lowFactor(recip).
+func lowRankBy(u, f uint64) uint64 { return ^u >> 32 * f >> 6 }
 
 // entry is one member's standing in a slot's contest.
 type entry struct {
@@ -563,14 +570,15 @@ func (c *contest) bestBut(lt *[1025]uint64, sx uint64, x int, seed entry) entry 
 		u, j := max1(c.seeds, sx, skip)
 		return entry{u: u, i: c.index[j]}
 	}
-	seeds, recips, index := c.seeds, c.recips[:len(c.seeds)], c.index[:len(c.seeds)]
+	seeds := c.seeds
+	recips, lows, index := c.recips[:len(seeds)], c.lows[:len(seeds)], c.index[:len(seeds)]
 	bk, bu, bi := seed.k, seed.u, seed.i
 	for j := len(seeds) - 1; j >= 0; j-- {
-		u, rc := score(seeds[j], sx), recips[j]
-		if j == skip || lowRank(u, rc) > bk {
+		u := score(seeds[j], sx)
+		if j == skip || lowRankBy(u, lows[j]) > bk {
 			continue
 		}
-		k, _ := bits.Mul64(negLog2(lt, u)<<25, rc)
+		k, _ := bits.Mul64(negLog2(lt, u)<<25, recips[j])
 		if i := index[j]; k < bk || k == bk && (u > bu || u == bu && i < bi) {
 			bk, bu, bi = k, u, i
 		}
