@@ -59,8 +59,8 @@ type Ring struct {
 
 	// bar holds, for each slot, the runner-up's rank rounded up to one of
 	// 256 levels (see barLevel): a member joining needs a draw and a
-	// multiplication to see that it falls short of a slot's podium, not
-	// a logarithm. Like the other tables it depends only on the members,
+	// comparison (see reachOf) to see that it falls short of a slot's
+	// podium, not a logarithm. Like the other tables it depends only on the members,
 	// so Update gives the same one as New. It is left out (nil) below two
 	// members, and above 2^16, a size no fleet reaches, where the 32-bit
 	// tables alone take 4 MiB.
@@ -191,18 +191,21 @@ func (r *Ring) bars() []uint8 {
 // Its cost follows what changed, not how many nodes stayed:
 //
 //   - a node that joins, or whose weight grows, is drawn in every slot
-//     and compared with the slot's runner-up (and owner, where it beats
-//     that): about two draws per slot;
+//     and, where that draw reaches the slot's bar, compared with the
+//     slot's runner-up (and owner, where it beats that): about one draw
+//     per slot;
 //   - a node that leaves, or whose weight shrinks, re-runs the contests of
 //     the slots it won or came second in, about 2/len(nodes) of them when
 //     weights are equal, each drawing every node: about two draws per
 //     slot in all, more when the node's weight share is larger;
-//   - every other slot is copied, its node indexes renumbered.
+//   - every other slot is copied, its node indexes renumbered (eight at
+//     a time up to 255 nodes).
 //
-// So one change costs about as much as building a ring of three nodes, a
-// few milliseconds of CPU whatever the ring's size; see
-// BenchmarkRingChange. When so much changes at once that building afresh
-// is cheaper, Update builds afresh.
+// So one change costs about as much as building a ring of three nodes:
+// 2–5 ms of CPU for one node joining, leaving or changing weight, or two
+// leaving, at 64 or 1024 nodes, the most with every weight different;
+// see BenchmarkRingChange. When so much changes at once that building
+// afresh is cheaper, Update builds afresh.
 func (r *Ring) Update(nodes []Node) (*Ring, error) {
 	ms, err := canonical(nodes)
 	if err != nil {
@@ -1111,15 +1114,26 @@ func (d *delta) settle(c *contest, lt *[1025]uint64, sx uint64, a, b uint32) (ow
 // rerun is settle for a slot where the old owner a or runner-up b, or
 // both, left or got lighter. An owner that got lighter but still beats
 // the runner-up keeps its place.
+//
+// With nobody entering, whichever of a and b did not get worse (when only
+// one did) still beats everyone else, so only the runner-up is looked for;
+// otherwise an entrant may have passed it too, which topGiven checks.
 func (d *delta) rerun(c *contest, lt *[1025]uint64, sx uint64, a, b uint32) (owner, runner int, rk uint64) {
+	settled := len(d.enter) == 0
 	switch {
 	case a&b&shrunk != 0:
 		return c.top(lt, sx)
+	case b == gone && settled:
+		return c.behind(lt, sx, int(a), none)
 	case b == gone:
 		return c.topGiven(lt, sx, c.entry(lt, sx, int(a)), none)
 	case b&shrunk != 0:
 		// The lighter runner-up is still in the running for its place.
-		return c.topGiven(lt, sx, c.entry(lt, sx, int(a)), c.entry(lt, sx, int(b&^shrunk)))
+		fb := c.entry(lt, sx, int(b&^shrunk))
+		if settled {
+			return c.behind(lt, sx, int(a), fb)
+		}
+		return c.topGiven(lt, sx, c.entry(lt, sx, int(a)), fb)
 	case a != gone:
 		fa, fb := c.entry(lt, sx, int(a&^shrunk)), c.entry(lt, sx, int(b))
 		if fa.beats(fb) {
@@ -1127,8 +1141,17 @@ func (d *delta) rerun(c *contest, lt *[1025]uint64, sx uint64, a, b uint32) (own
 		}
 		// The lighter owner is in the running for second place.
 		return c.topGiven(lt, sx, fb, fa)
+	case settled:
+		return c.behind(lt, sx, int(b), none)
 	}
 	return c.topGiven(lt, sx, c.entry(lt, sx, int(b)), none)
+}
+
+// behind returns x, known to beat every other member of the slot with salt
+// sx, as its owner, and the runner-up bestBut finds from seed.
+func (c *contest) behind(lt *[1025]uint64, sx uint64, x int, seed entry) (owner, runner int, rk uint64) {
+	y := c.bestBut(lt, sx, x, seed)
+	return x, y.i, c.rankOf(lt, y)
 }
 
 // contend returns the owner and runner-up of the slot with salt sx whose
