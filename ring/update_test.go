@@ -109,6 +109,10 @@ func TestRingUpdateMatchesNew(t *testing.T) {
 		{"classes/medium", 40, 60, 8, func(rng *rand.Rand) int { return 1 + rng.IntN(3) }},
 		{"distinct/medium", 40, 60, 8, func(rng *rand.Rand) int { return 1 + rng.IntN(1<<20) }},
 		{"huge weights", 6, 10, 8, func(rng *rand.Rand) int { return math.MaxInt - rng.IntN(3) }},
+		// Indexes of 128 and more, which the byte tables' eight-at-a-time
+		// renumbering carries in their top bit.
+		{"equal/large", 180, 200, 4, func(*rand.Rand) int { return 1 }},
+		{"distinct/large", 180, 200, 4, func(rng *rand.Rand) int { return 1 + rng.IntN(1000) }},
 	}
 	for n, tc := range tests {
 		steps := tc.steps
