@@ -204,8 +204,11 @@ func (r *Ring) bars() []uint8 {
 // So one change costs about as much as building a ring of three nodes:
 // 2–5 ms of CPU for one node joining, leaving or changing weight, or two
 // leaving, at 64 or 1024 nodes, the most with every weight different;
-// see BenchmarkRingChange. When so much changes at once that building
-// afresh is cheaper, Update builds afresh.
+// see BenchmarkRingChange. It runs on the calling goroutine alone: a
+// membership change is no reason to take every core from the requests a
+// node serves meanwhile (two workers measured no less CPU in all). When so
+// much changes at once that building afresh is cheaper, Update builds
+// afresh, on as many cores as New.
 func (r *Ring) Update(nodes []Node) (*Ring, error) {
 	ms, err := canonical(nodes)
 	if err != nil {
@@ -239,14 +242,13 @@ func (r *Ring) update(ms []Node, force bool) *Ring {
 	if len(d.enter) == 1 && r.bar != nil {
 		d.reach = reachOf(c.recip[d.enter[0]])
 	}
-	work := int(incremental * ringSlots)
 	switch {
 	case r.own8 != nil:
-		updateFrom(nr, c, d, r.own8[:], r.run8[:], r.bars(), work)
+		updateFrom(nr, c, d, r.own8[:], r.run8[:], r.bars())
 	case r.own16 != nil:
-		updateFrom(nr, c, d, r.own16[:], r.run16[:], r.bars(), work)
+		updateFrom(nr, c, d, r.own16[:], r.run16[:], r.bars())
 	default:
-		updateFrom(nr, c, d, r.own32[:], r.run32[:], r.bars(), work)
+		updateFrom(nr, c, d, r.own32[:], r.run32[:], r.bars())
 	}
 	return nr
 }
@@ -879,30 +881,26 @@ func atLeast(x uint64, t int) uint64 {
 }
 
 // updateFrom fills nr's tables from an old ring's, own, run and bar (nil
-// if it has none).
-func updateFrom[O slotIndex](nr *Ring, c *contest, d *delta, own, run []O, bar []uint8, work int) {
+// if it has none), on the calling goroutine (see Update).
+func updateFrom[O slotIndex](nr *Ring, c *contest, d *delta, own, run []O, bar []uint8) {
 	nbar := nr.bars()
 	if bar == nil {
 		nbar = nil // no old bars to copy: computed afterwards
 	}
 	switch {
 	case nr.own8 != nil:
-		update(c, d, own, run, bar, nr.own8[:], nr.run8[:], nbar, work)
+		updateRange(c, d, own, run, bar, nr.own8[:], nr.run8[:], nbar, 0, ringSlots)
 		if nbar == nil && nr.bar != nil {
 			fillBars(c, nr.run8[:], nr.bar[:])
 		}
 	case nr.own16 != nil:
-		update(c, d, own, run, bar, nr.own16[:], nr.run16[:], nbar, work)
+		updateRange(c, d, own, run, bar, nr.own16[:], nr.run16[:], nbar, 0, ringSlots)
 		if nbar == nil && nr.bar != nil {
 			fillBars(c, nr.run16[:], nr.bar[:])
 		}
 	default:
-		update(c, d, own, run, bar, nr.own32[:], nr.run32[:], nil, work)
+		updateRange(c, d, own, run, bar, nr.own32[:], nr.run32[:], nil, 0, ringSlots)
 	}
-}
-
-func update[O, T slotIndex](c *contest, d *delta, oldOwn, oldRun []O, oldBar []uint8, own, run []T, bar []uint8, work int) {
-	parallel(work, func(lo, hi int) { updateRange(c, d, oldOwn, oldRun, oldBar, own, run, bar, lo, hi) })
 }
 
 // fillBars computes every slot's bar from its runner-up, for a ring
