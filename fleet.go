@@ -300,10 +300,12 @@ func (m *Middleware) DrainMember(id string, since time.Time, ramp time.Duration)
 // UpdateMembers replaces the fleet with edit's result, given the members
 // in force, checked as SetMembers checks; an error from edit is returned
 // and changes nothing. It is SetMembers for a membership source that
-// keeps what others set, such as drains from DrainMember: a change that
-// lands meanwhile is never overwritten, because edit is called again on
-// the newer members. So edit may run more than once, and must be quick and
-// free of side effects. current is edit's own copy.
+// keeps what others set, such as drains from DrainMember: edit runs while
+// no other change of the middleware's members, drains or rules can land,
+// so none is overwritten. It is called once; it must not call the
+// Middleware's other methods that change it (SetMembers, DrainMember,
+// SetRules, UpdateMembers), which would wait for it forever. current is
+// edit's own copy.
 func (m *Middleware) UpdateMembers(edit func(current []Member) ([]Member, error)) error {
 	return m.setFleet("UpdateMembers", edit)
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -111,6 +112,7 @@ func (s *State) Host(r *http.Request) string {
 // safe for concurrent use, including the Set methods while serving.
 type Middleware struct {
 	state      atomic.Pointer[State]
+	changing   sync.Mutex // held by update: one state change at a time
 	live       liveSet
 	moved, cut atomic.Uint64 // by MoveConns, since New
 }
@@ -243,19 +245,19 @@ func (m *Middleware) SetRules(rules ...Rule) error {
 }
 
 // update is the one way the State changes: change edits a copy of the
-// current State, which is swapped in unless change fails; a concurrent
-// update makes it start again from the newer State.
+// current State, which is swapped in unless change fails. Changes take
+// turns rather than retry on a newer State: a change can build rings for
+// milliseconds, and retrying would let a stream of quick changes starve a
+// slow one forever. Requests never wait: they load the State in force.
 func (m *Middleware) update(change func(*State) error) error {
-	for {
-		old := m.state.Load()
-		s := *old
-		if err := change(&s); err != nil {
-			return err
-		}
-		if m.state.CompareAndSwap(old, &s) {
-			return nil
-		}
+	m.changing.Lock()
+	defer m.changing.Unlock()
+	s := *m.state.Load()
+	if err := change(&s); err != nil {
+		return err
 	}
+	m.state.Store(&s)
+	return nil
 }
 
 func checkRules(rules []Rule, f *fleet) ([]Rule, error) {
