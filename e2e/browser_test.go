@@ -294,8 +294,14 @@ type fleet struct {
 }
 
 // newFleet starts three nodes that shard by the query parameter room and
-// accept pages from origin.
+// accept pages from origin; their app greets, then echoes.
 func newFleet(t *testing.T, origin string, mode wsredirect.Mode) *fleet {
+	t.Helper()
+	return startFleet(t, origin, mode, func(n *node) http.Handler { return n.app(origin) })
+}
+
+// startFleet is newFleet with each node's app made by app.
+func startFleet(t *testing.T, origin string, mode wsredirect.Mode, app func(*node) http.Handler) *fleet {
 	t.Helper()
 	f := &fleet{}
 	var servers []*httptest.Server
@@ -325,7 +331,7 @@ func newFleet(t *testing.T, origin string, mode wsredirect.Mode) *fleet {
 				}
 			},
 		})
-		servers[i].Config.Handler = n.mw.Handler(n.app(origin))
+		servers[i].Config.Handler = n.mw.Handler(app(n))
 		servers[i].Start()
 		t.Cleanup(servers[i].Close)
 	}

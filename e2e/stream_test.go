@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"slices"
 	"strconv"
@@ -272,44 +271,11 @@ func lastOf(s []int) int {
 // move's close frame, which would lose what the client still sends).
 func newStreamFleet(t *testing.T, origin string, announce bool) (*fleet, map[*node]*recorder) {
 	t.Helper()
-	f := &fleet{}
 	rec := map[*node]*recorder{}
-	var servers []*httptest.Server
-	for _, name := range []string{"a", "b", "c"} {
-		srv := httptest.NewUnstartedServer(nil)
-		servers = append(servers, srv)
-		n := &node{name: name, url: "ws://" + srv.Listener.Addr().String()}
-		f.nodes = append(f.nodes, n)
-		f.members = append(f.members, wsredirect.Member{ID: name, URL: n.url})
+	f := startFleet(t, origin, wsredirect.ModeAuto, func(n *node) http.Handler {
 		rec[n] = &recorder{}
-	}
-	for i, n := range f.nodes {
-		n.mw = wsredirect.MustNew(wsredirect.Options{
-			Self:    n.url,
-			Members: f.members,
-			Rules:   []wsredirect.Rule{wsredirect.Shard(wsredirect.QueryKey("room"))},
-			Origins: []string{origin},
-			OnDecision: func(r *http.Request, d wsredirect.Decision) {
-				n.upgrades.Add(1)
-				switch d.Action {
-				case wsredirect.Redirect:
-					n.redirects.Add(1)
-				case wsredirect.Refuse:
-					n.refusals.Add(1)
-				}
-			},
-		})
-		servers[i].Config.Handler = n.mw.Handler(n.recordingApp(origin, rec[n], announce))
-		servers[i].Start()
-		t.Cleanup(servers[i].Close)
-	}
-	nodes := make([]ring.Node, len(f.members))
-	for i, m := range f.members {
-		nodes[i] = ring.Node{ID: m.ID, Weight: m.Weight}
-	}
-	var err error
-	f.ring, err = ring.New(nodes)
-	require.NoError(t, err)
+		return n.recordingApp(origin, rec[n], announce)
+	})
 	return f, rec
 }
 
