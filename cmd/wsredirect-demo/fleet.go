@@ -319,20 +319,24 @@ func (f *fleet) whenUp(n *node) error {
 	return nil
 }
 
+// whenOthersServe is whenUp for taking n out of service: some other node
+// must be serving, to take its rooms.
+func (f *fleet) whenOthersServe(n *node) error {
+	if err := f.whenUp(n); err != nil {
+		return err
+	}
+	if f.serving(n.id) == 0 {
+		return errLastNode
+	}
+	return nil
+}
+
 // drain drains node id through etcd (Source.Drain: its record takes effect
 // Settle, 2 s, after it is written, and hands its rooms off over the ramp)
 // and returns, once every connection it had has moved to its room's next
 // owner, how many did.
 func (f *fleet) drain(ctx context.Context, id string) (int, error) {
-	n, o, err := f.begin(id, "drain", func(n *node) error {
-		if err := f.whenUp(n); err != nil {
-			return err
-		}
-		if f.serving(n.id) == 0 {
-			return errLastNode
-		}
-		return nil
-	})
+	n, o, err := f.begin(id, "drain", f.whenOthersServe)
 	if err != nil {
 		return 0, err
 	}
@@ -409,15 +413,7 @@ func (f *fleet) moveBack(n *node, o *op, base moveCount, agreed bool) bool {
 // its lease expires (within the TTL), and its connections break without a
 // close frame. It returns at once; see waitGone.
 func (f *fleet) crash(ctx context.Context, id string) error {
-	n, o, err := f.begin(id, "crash", func(n *node) error {
-		if err := f.whenUp(n); err != nil {
-			return err
-		}
-		if f.serving(n.id) == 0 {
-			return errLastNode
-		}
-		return nil
-	})
+	n, o, err := f.begin(id, "crash", f.whenOthersServe)
 	if err != nil {
 		return err
 	}
