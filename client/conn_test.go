@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wsredirect/wsredirect/client"
+	"github.com/wsredirect/wsredirect/internal/wstest"
 	"github.com/wsredirect/wsredirect/wire"
 )
 
@@ -40,26 +41,6 @@ func scripted(t *testing.T, tls bool, script func(c *websocket.Conn, r *http.Req
 	return srv
 }
 
-// closeWith sends what a wsredirect server sends to move a connection: the
-// message (if any), then the close frame; it then waits for the client's
-// close so the client reads the frame rather than a reset.
-func closeWith(c *websocket.Conn, message string, code int, reason string) {
-	if message != "" && c.WriteMessage(websocket.TextMessage, []byte(message)) != nil {
-		return
-	}
-	c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
-	for {
-		if _, _, err := c.ReadMessage(); err != nil {
-			return
-		}
-	}
-}
-
-func closeRedirect(c *websocket.Conn, target string) {
-	msg, reason := wire.EncodeRedirect(target)
-	closeWith(c, msg, wire.CloseRedirect, reason)
-}
-
 func TestConnFollowsCloseRedirect(t *testing.T) {
 	b := startGreeter(t, "B", false, nil)
 	long := strings.Repeat("t0k3n", 40)
@@ -74,7 +55,7 @@ func TestConnFollowsCloseRedirect(t *testing.T) {
 			target := wsURL(b.Server, tc.path)
 			msg, _ := wire.EncodeRedirect(target)
 			require.Equal(t, tc.path != "/room/1", msg != "", "the case covers the intended encoding")
-			a := scripted(t, false, func(c *websocket.Conn, r *http.Request) { closeRedirect(c, target) })
+			a := scripted(t, false, func(c *websocket.Conn, r *http.Request) { wstest.CloseRedirect(c, target) })
 
 			var d client.Dialer
 			c, resp, err := d.Connect(context.Background(), wsURL(a, "/"), nil)
@@ -183,7 +164,7 @@ func TestConnFollowsMoveToBase(t *testing.T) {
 	a := scripted(t, false, func(c *websocket.Conn, r *http.Request) {
 		reason, ok := wire.EncodeMove(wsURL(b.Server, ""))
 		if ok {
-			closeWith(c, "", wire.CloseRedirect, reason)
+			wstest.CloseWith(c, "", wire.CloseRedirect, reason)
 		}
 	})
 	path := "/room/9?token=" + strings.Repeat("k", 300)
@@ -207,8 +188,8 @@ func withoutElapsed(h client.Hop) client.Hop {
 func TestConnCloseRedirectRules(t *testing.T) {
 	t.Run("loop", func(t *testing.T) {
 		var bURL atomic.Value
-		a := scripted(t, false, func(c *websocket.Conn, r *http.Request) { closeRedirect(c, bURL.Load().(string)) })
-		b := scripted(t, false, func(c *websocket.Conn, r *http.Request) { closeRedirect(c, wsURL(a, "/")) })
+		a := scripted(t, false, func(c *websocket.Conn, r *http.Request) { wstest.CloseRedirect(c, bURL.Load().(string)) })
+		b := scripted(t, false, func(c *websocket.Conn, r *http.Request) { wstest.CloseRedirect(c, wsURL(a, "/")) })
 		bURL.Store(wsURL(b, "/"))
 
 		var d client.Dialer
@@ -226,7 +207,7 @@ func TestConnCloseRedirectRules(t *testing.T) {
 		var self atomic.Value
 		endless := scripted(t, false, func(c *websocket.Conn, r *http.Request) {
 			n, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/"))
-			closeRedirect(c, self.Load().(string)+"/"+strconv.Itoa(n+1))
+			wstest.CloseRedirect(c, self.Load().(string)+"/"+strconv.Itoa(n+1))
 		})
 		self.Store(wsURL(endless, ""))
 		d := client.Dialer{MaxHops: 3}
@@ -240,7 +221,7 @@ func TestConnCloseRedirectRules(t *testing.T) {
 
 	t.Run("HTTP redirects and moves share one hop cap", func(t *testing.T) {
 		b := startGreeter(t, "B", false, nil)
-		a := scripted(t, false, func(c *websocket.Conn, r *http.Request) { closeRedirect(c, wsURL(b.Server, "/")) })
+		a := scripted(t, false, func(c *websocket.Conn, r *http.Request) { wstest.CloseRedirect(c, wsURL(b.Server, "/")) })
 		r := redirectTo(t, http.StatusTemporaryRedirect, func(*http.Request) string { return wsURL(a, "/") })
 		d := client.Dialer{MaxHops: 1}
 		c, _, err := d.Connect(context.Background(), wsURL(r, "/"), nil)
@@ -252,7 +233,7 @@ func TestConnCloseRedirectRules(t *testing.T) {
 
 	t.Run("downgrade", func(t *testing.T) {
 		plain := startGreeter(t, "P", false, nil)
-		a := scripted(t, true, func(c *websocket.Conn, r *http.Request) { closeRedirect(c, wsURL(plain.Server, "/")) })
+		a := scripted(t, true, func(c *websocket.Conn, r *http.Request) { wstest.CloseRedirect(c, wsURL(plain.Server, "/")) })
 		var d client.Dialer
 		d.TLSClientConfig = trusting(a)
 		c, _, err := d.Connect(context.Background(), wsURL(a, "/"), nil)
@@ -264,7 +245,7 @@ func TestConnCloseRedirectRules(t *testing.T) {
 
 	t.Run("credentials dropped across origins", func(t *testing.T) {
 		b := startGreeter(t, "B", false, nil)
-		a := scripted(t, false, func(c *websocket.Conn, r *http.Request) { closeRedirect(c, wsURL(b.Server, "/")) })
+		a := scripted(t, false, func(c *websocket.Conn, r *http.Request) { wstest.CloseRedirect(c, wsURL(b.Server, "/")) })
 		var d client.Dialer
 		c, _, err := d.Connect(context.Background(), wsURL(a, "/"), http.Header{"Authorization": {"Bearer x"}, "X-Keep": {"1"}})
 		require.NoError(t, err)
@@ -276,7 +257,7 @@ func TestConnCloseRedirectRules(t *testing.T) {
 	})
 
 	t.Run("unknown close code is the application's", func(t *testing.T) {
-		a := scripted(t, false, func(c *websocket.Conn, r *http.Request) { closeWith(c, "", 4000, "bye") })
+		a := scripted(t, false, func(c *websocket.Conn, r *http.Request) { wstest.CloseWith(c, "", 4000, "bye") })
 		var d client.Dialer
 		c, _, err := d.Connect(context.Background(), wsURL(a, "/"), nil)
 		require.NoError(t, err)
@@ -289,7 +270,7 @@ func TestConnCloseRedirectRules(t *testing.T) {
 		a := scripted(t, false, func(c *websocket.Conn, r *http.Request) {
 			c.WriteMessage(websocket.TextMessage, []byte("wsr1 ws://elsewhere/"))
 			c.WriteMessage(websocket.TextMessage, []byte("data"))
-			closeWith(c, "", websocket.CloseNormalClosure, "")
+			wstest.CloseWith(c, "", websocket.CloseNormalClosure, "")
 		})
 		var d client.Dialer
 		c, _, err := d.Connect(context.Background(), wsURL(a, "/"), nil)
@@ -307,7 +288,7 @@ func TestConnCloseRetry(t *testing.T) {
 	var visits atomic.Int64
 	a := scripted(t, false, func(c *websocket.Conn, r *http.Request) {
 		if visits.Add(1) == 1 {
-			closeWith(c, "", wire.CloseRetry, wire.EncodeRetry(2*time.Second))
+			wstest.CloseWith(c, "", wire.CloseRetry, wire.EncodeRetry(2*time.Second))
 			return
 		}
 		c.WriteMessage(websocket.TextMessage, []byte("welcome back "+r.Header.Get("Authorization")))
@@ -341,7 +322,7 @@ func TestConnChainEndsWithData(t *testing.T) {
 	a := scripted(t, false, func(c *websocket.Conn, r *http.Request) {
 		if visitsA.Add(1) == 1 {
 			c.WriteMessage(websocket.TextMessage, []byte("A1"))
-			closeRedirect(c, bURL.Load().(string))
+			wstest.CloseRedirect(c, bURL.Load().(string))
 			return
 		}
 		c.WriteMessage(websocket.TextMessage, []byte("A2"))
@@ -349,7 +330,7 @@ func TestConnChainEndsWithData(t *testing.T) {
 	})
 	b := scripted(t, false, func(c *websocket.Conn, r *http.Request) {
 		c.WriteMessage(websocket.TextMessage, []byte("B"))
-		closeRedirect(c, wsURL(a, "/"))
+		wstest.CloseRedirect(c, wsURL(a, "/"))
 	})
 	bURL.Store(wsURL(b, "/"))
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/wsredirect/wsredirect"
 	"github.com/wsredirect/wsredirect/client"
+	"github.com/wsredirect/wsredirect/internal/wstest"
 )
 
 // ownedFleet is three nodes running the real middleware with one rule:
@@ -437,13 +438,13 @@ func TestRememberCloseCodeMove(t *testing.T) {
 			return
 		}
 		if _, _, err := c.ReadMessage(); err == nil {
-			closeRedirect(c, wsURL(c3.Server, r.URL.RequestURI()))
+			wstest.CloseRedirect(c, wsURL(c3.Server, r.URL.RequestURI()))
 		}
 	})
 	var aConns atomic.Int64
 	a := scripted(t, false, func(c *websocket.Conn, r *http.Request) {
 		aConns.Add(1)
-		closeRedirect(c, wsURL(b, r.URL.RequestURI()))
+		wstest.CloseRedirect(c, wsURL(b, r.URL.RequestURI()))
 	})
 	u := wsURL(a, "/rooms/1")
 	var d client.Dialer

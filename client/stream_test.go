@@ -16,6 +16,7 @@ import (
 
 	"github.com/wsredirect/wsredirect"
 	"github.com/wsredirect/wsredirect/client"
+	"github.com/wsredirect/wsredirect/internal/wstest"
 	"github.com/wsredirect/wsredirect/wire"
 )
 
@@ -195,7 +196,7 @@ func seq(from, to int) []int {
 // queued messages come back in the error instead of being dropped.
 func TestMoveQueueOverflowAndFailure(t *testing.T) {
 	a := scripted(t, false, func(c *websocket.Conn, r *http.Request) {
-		closeWith(c, "", wire.CloseRetry, wire.EncodeRetry(time.Second))
+		wstest.CloseWith(c, "", wire.CloseRetry, wire.EncodeRetry(time.Second))
 	})
 
 	d := client.Dialer{MaxQueuedMessages: 2, MaxRetries: 1, Jitter: func(time.Duration) time.Duration { return 0 }}

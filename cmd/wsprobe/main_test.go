@@ -22,6 +22,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/wsredirect/wsredirect/internal/wstest"
 	"github.com/wsredirect/wsredirect/wire"
 )
 
@@ -150,26 +151,6 @@ func closer(t *testing.T, marker bool, fn func(c *websocket.Conn, r *http.Reques
 	return srv
 }
 
-// closeWith sends the message (if any) and the close frame, then waits for
-// the client's close so that it reads the frame rather than a reset.
-func closeWith(c *websocket.Conn, message string, code int, reason string) {
-	if message != "" && c.WriteMessage(websocket.TextMessage, []byte(message)) != nil {
-		return
-	}
-	c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
-	for {
-		if _, _, err := c.ReadMessage(); err != nil {
-			return
-		}
-	}
-}
-
-// closeRedirect moves c to target as wsredirect does.
-func closeRedirect(c *websocket.Conn, target string) {
-	msg, reason := wire.EncodeRedirect(target)
-	closeWith(c, msg, wire.CloseRedirect, reason)
-}
-
 // closedAddr returns a ws URL nothing listens on.
 func closedAddr(t *testing.T) string {
 	t.Helper()
@@ -198,7 +179,7 @@ func TestProbe(t *testing.T) {
 	})
 	// The browser path: a accepts the upgrade and closes it with the target.
 	browser := closer(t, true, func(c *websocket.Conn, r *http.Request) {
-		closeRedirect(c, wsURL(b)+r.URL.Path)
+		wstest.CloseRedirect(c, wsURL(b)+r.URL.Path)
 	})
 	closed := closedAddr(t)
 
@@ -313,17 +294,17 @@ func TestCloseRedirects(t *testing.T) {
 	greeter := echoNode(t, "greeter", "welcome")
 	long := wsURL(app) + "/rooms/" + strings.Repeat("x", 200)
 	markerTo := func(target func(r *http.Request) string) *httptest.Server {
-		return closer(t, true, func(c *websocket.Conn, r *http.Request) { closeRedirect(c, target(r)) })
+		return closer(t, true, func(c *websocket.Conn, r *http.Request) { wstest.CloseRedirect(c, target(r)) })
 	}
 	// plain does not select the marker: only the close tells.
-	plain := closer(t, false, func(c *websocket.Conn, r *http.Request) { closeRedirect(c, wsURL(app)+r.URL.Path) })
+	plain := closer(t, false, func(c *websocket.Conn, r *http.Request) { wstest.CloseRedirect(c, wsURL(app)+r.URL.Path) })
 	second := markerTo(func(r *http.Request) string { return wsURL(plain) + r.URL.Path })
 	toLong := markerTo(func(*http.Request) string { return long })
 	toGreeter := markerTo(func(*http.Request) string { return wsURL(greeter) + "/" })
 	var visits atomic.Int64
 	retry := closer(t, true, func(c *websocket.Conn, r *http.Request) {
 		if visits.Add(1) == 1 {
-			closeWith(c, "", wire.CloseRetry, wire.EncodeRetry(0))
+			wstest.CloseWith(c, "", wire.CloseRetry, wire.EncodeRetry(0))
 			return
 		}
 		c.WriteMessage(websocket.TextMessage, []byte("back"))
@@ -333,16 +314,16 @@ func TestCloseRedirects(t *testing.T) {
 	x = markerTo(func(*http.Request) string { return wsURL(y) + "/" })
 	y = markerTo(func(*http.Request) string { return wsURL(x) + "/" })
 	garbled := closer(t, true, func(c *websocket.Conn, r *http.Request) {
-		closeWith(c, "", wire.CloseRedirect, "go elsewhere")
+		wstest.CloseWith(c, "", wire.CloseRedirect, "go elsewhere")
 	})
 	silent := closer(t, true, func(c *websocket.Conn, r *http.Request) {
-		closeWith(c, "", websocket.CloseNormalClosure, "bye")
+		wstest.CloseWith(c, "", websocket.CloseNormalClosure, "bye")
 	})
 	stuck := closer(t, true, func(c *websocket.Conn, r *http.Request) { c.ReadMessage() })
 	refused := closedAddr(t)
 	toRefused := markerTo(func(*http.Request) string { return refused })
 	kicker := closer(t, false, func(c *websocket.Conn, r *http.Request) {
-		closeWith(c, "", websocket.ClosePolicyViolation, "no")
+		wstest.CloseWith(c, "", websocket.ClosePolicyViolation, "no")
 	})
 
 	tests := []struct {
@@ -507,9 +488,9 @@ func TestServerTextEscaped(t *testing.T) {
 	headerShown := refused + `\u009b31m\u202e\xff`
 	viaLocation := rawServer(t, "HTTP/1.1 307 Temporary Redirect\r\nLocation: "+headerNasty+"\r\nContent-Length: 0\r\n\r\n")
 	c0InLocation := rawServer(t, "HTTP/1.1 307 Temporary Redirect\r\nLocation: ws://x/\x1b[2J\x07\r\nContent-Length: 0\r\n\r\n")
-	closeTarget := closer(t, true, func(c *websocket.Conn, r *http.Request) { closeRedirect(c, "ws://x/"+nasty) })
+	closeTarget := closer(t, true, func(c *websocket.Conn, r *http.Request) { wstest.CloseRedirect(c, "ws://x/"+nasty) })
 	closeReason := closer(t, false, func(c *websocket.Conn, r *http.Request) {
-		closeWith(c, "", websocket.CloseGoingAway, nasty)
+		wstest.CloseWith(c, "", websocket.CloseGoingAway, nasty)
 	})
 	header := rawUpgrader(t, "X-Evil: "+headerNasty+"\r\n")
 
