@@ -11,50 +11,9 @@ import { after, afterEach, beforeEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
 
 import { CLOSE_REDIRECT, CLOSE_RETRY, RedirectingWebSocket, SUBPROTOCOL } from "./wsredirect.js";
-import { now, pause, until as untilEvery } from "./testing.mjs";
+import { fakeServer, now, pause, until as untilEvery } from "./testing.mjs";
 
 const until = (cond, ms) => untilEvery(cond, ms, 5);
-
-// fakeServer returns a WebSocket class whose every dial is recorded in
-// dials and handed, once "connected", to script(sock, n) for the n-th dial
-// (0-based), which plays the server with sock.accept, sock.deliver and
-// sock.end.
-function fakeServer(script) {
-  const dials = [];
-  class FakeWebSocket {
-    constructor(url, protocols = []) {
-      Object.assign(this, {
-        url, offered: [...protocols], at: now(), readyState: 0, protocol: "", extensions: "",
-        bufferedAmount: 0, binaryType: "blob", sent: [], onopen: null, onmessage: null, onerror: null, onclose: null,
-      });
-      const n = dials.push(this) - 1;
-      setTimeout(() => script(this, n), 0);
-    }
-    // The server's side.
-    accept(protocol = "") {
-      if (this.readyState !== 0) return;
-      this.protocol = protocol;
-      this.readyState = 1;
-      this.onopen?.({ type: "open" });
-    }
-    deliver(data) {
-      if (this.readyState === 1) this.onmessage?.({ type: "message", data, origin: "", lastEventId: "" });
-    }
-    end(code, reason = "") {
-      if (this.readyState === 3) return;
-      this.readyState = 3;
-      this.onclose?.({ type: "close", code, reason, wasClean: true });
-    }
-    // The helper's side.
-    send(data) { this.sent.push(data); }
-    close(code, reason) {
-      if (this.readyState >= 2) return;
-      this.readyState = 2;
-      setTimeout(() => this.end(code ?? 1005, reason ?? ""), 0);
-    }
-  }
-  return { WebSocket: FakeWebSocket, dials };
-}
 
 // connect starts a helper and records what it dispatches; the helper is
 // closed when the test t ends, whatever happened.

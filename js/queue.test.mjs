@@ -14,53 +14,8 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 
 import { CLOSE_REDIRECT, CLOSE_RETRY, RedirectingWebSocket } from "./wsredirect.js";
-import { now, pause, until } from "./testing.mjs";
+import { fakeServer, pause, until } from "./testing.mjs";
 
-
-// fakeServer returns a WebSocket class whose every dial is recorded in
-// dials, for the test to play the server with: accept, deliver,
-// closeFrame (the server's close frame arrives: CLOSING) and end (the
-// close completes: the close event).
-function fakeServer() {
-  const dials = [];
-  class FakeWebSocket {
-    constructor(url, protocols = []) {
-      Object.assign(this, {
-        url, offered: [...protocols], readyState: 0, protocol: "", extensions: "", bufferedAmount: 0,
-        binaryType: "blob", sent: [], dropped: [], onopen: null, onmessage: null, onerror: null, onclose: null,
-      });
-      dials.push(this);
-    }
-    accept(protocol = "chat") {
-      if (this.readyState !== 0) return;
-      this.protocol = protocol;
-      this.readyState = 1;
-      this.onopen?.({ type: "open" });
-    }
-    deliver(data) {
-      if (this.readyState === 1) this.onmessage?.({ type: "message", data, origin: "", lastEventId: "" });
-    }
-    closeFrame() {
-      if (this.readyState === 1) this.readyState = 2;
-    }
-    end(code, reason = "", wasClean = true) {
-      if (this.readyState === 3) return;
-      if (!wasClean) this.onerror?.({ type: "error" });
-      this.readyState = 3;
-      this.onclose?.({ type: "close", code, reason, wasClean });
-    }
-    // The helper's side. A browser sends only on an OPEN socket; what is
-    // sent on a CLOSING one is dropped without a word.
-    send(data) { (this.readyState === 1 ? this.sent : this.dropped).push(data); }
-    close(code, reason) {
-      if (this.readyState >= 2) return;
-      const wasOpen = this.readyState === 1;
-      this.readyState = 2;
-      pause(0).then(() => this.end(wasOpen ? code ?? 1005 : 1006, wasOpen ? reason ?? "" : "", wasOpen));
-    }
-  }
-  return { WebSocket: FakeWebSocket, dials };
-}
 
 const URL1 = "ws://a.test/ws?room=1";
 const MOVE = "wsr1 =ws://b.test";
@@ -79,7 +34,7 @@ async function connect(t, options = {}) {
     ws.addEventListener(type, (e) => log.push({ type, code: e.code, reason: e.reason, data: e.data, detail: e.detail }));
   }
   assert.ok(await until(() => srv.dials.length === 1, 500), "never dialled");
-  srv.dials[0].accept();
+  srv.dials[0].accept("chat");
   srv.dials[0].deliver("hello");
   assert.deepEqual(log.map((e) => e.type), ["open", "message"]);
   const c = {
@@ -128,7 +83,7 @@ describe("sends during a move are queued and sent in order on the new connection
     const b = c.srv.dials[1];
     assert.equal(b.url, URL2);
     c.sendUpTo(40); // dialling
-    b.accept();
+    b.accept("chat");
     assert.equal(sentAtOpen, 40, "open comes after the queue went out");
     c.sendUpTo(50); // on the new socket
 
@@ -154,7 +109,7 @@ describe("sends during a move are queued and sent in order on the new connection
     assert.ok(await until(() => c.srv.dials.length === 2, 500), "the move was not followed");
     const b = c.srv.dials[1];
     assert.equal(b.url, "ws://b.test/ws?room=1&long=1");
-    b.accept();
+    b.accept("chat");
     c.sendUpTo(20);
 
     assert.deepEqual(a.sent, nums(1, 5));
@@ -179,7 +134,7 @@ describe("sends during a move are queued and sent in order on the new connection
     assert.ok(await until(() => c.srv.dials.length === 2, 500), "the move was not followed");
     const b = c.srv.dials[1];
     assert.equal(b.url, URL2, "the announced base, with the path and query dialled");
-    b.accept();
+    b.accept("chat");
     c.sendUpTo(25);
 
     assert.deepEqual(a.sent, nums(1, 10), "everything sent before the announcement, and only that, on the old socket");
@@ -200,7 +155,7 @@ describe("sends during a move are queued and sent in order on the new connection
     assert.ok(await until(() => c.srv.dials.length === 2, 500), "the retry was not followed");
     const b = c.srv.dials[1];
     assert.equal(b.url, URL1);
-    b.accept();
+    b.accept("chat");
 
     assert.deepEqual(a.sent, nums(1, 3));
     assert.deepEqual(b.sent, nums(4, 6));
@@ -250,7 +205,7 @@ describe("sends during a move are queued and sent in order on the new connection
     assert.ok(await until(() => c.srv.dials.length === 2, 500), "the retry was not followed");
     const b = c.srv.dials[1];
     assert.equal(b.url, URL1);
-    b.accept();
+    b.accept("chat");
 
     assert.deepEqual(a.sent, nums(1, 4));
     assert.deepEqual(b.sent, nums(5, 12));
@@ -272,7 +227,7 @@ describe("sends during a move are queued and sent in order on the new connection
     assert.ok(await until(() => c.srv.dials.length === 2, 500), "the move was not followed");
     const b = c.srv.dials[1];
     assert.equal(c.ws.bufferedAmount, 3 + 9 + 5 + 6, "a dialling socket buffers nothing");
-    b.accept();
+    b.accept("chat");
     assert.equal(c.ws.bufferedAmount, 0, "all sent");
     assert.equal(b.sent.length, 4);
   });
@@ -287,7 +242,7 @@ describe("sends during a move are queued and sent in order on the new connection
     buf[0] = 9;
     a.end(CLOSE_REDIRECT, MOVE);
     assert.ok(await until(() => c.srv.dials.length === 2, 500), "the move was not followed");
-    c.srv.dials[1].accept();
+    c.srv.dials[1].accept("chat");
 
     assert.deepEqual([...c.srv.dials[1].sent[0]], [1, 2, 3]);
   });
@@ -298,12 +253,12 @@ describe("sends during a move are queued and sent in order on the new connection
     t.after(() => ws.close());
     assert.throws(() => ws.send("early"), { name: "InvalidStateError" });
     assert.ok(await until(() => srv.dials.length === 1, 500));
-    srv.dials[0].accept();
+    srv.dials[0].accept("chat");
     srv.dials[0].end(CLOSE_REDIRECT, MOVE);
     assert.doesNotThrow(() => ws.send("moving"));
     assert.equal(ws.readyState, RedirectingWebSocket.OPEN);
     assert.ok(await until(() => srv.dials.length === 2, 500));
-    srv.dials[1].accept();
+    srv.dials[1].accept("chat");
     assert.deepEqual(srv.dials[1].sent, ["moving"]);
     ws.close();
     assert.throws(() => ws.send("late"), { name: "InvalidStateError" });
@@ -329,7 +284,7 @@ describe("what cannot be sent is reported", () => {
     a.end(CLOSE_REDIRECT, MOVE);
     assert.ok(await until(() => c.srv.dials.length === 2, 500), "the move was not followed");
     const b = c.srv.dials[1];
-    b.accept();
+    b.accept("chat");
     c.sendUpTo(12);
 
     assert.deepEqual(a.sent, nums(1, 3));

@@ -10,7 +10,7 @@ import { after, afterEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
 
 import { CLOSE_REDIRECT, CLOSE_RETRY, MAX_REMEMBERED, RedirectingWebSocket, SUBPROTOCOL } from "./wsredirect.js";
-import { now, pause, until } from "./testing.mjs";
+import { fakeServer, now, pause, until } from "./testing.mjs";
 
 
 const URL1 = "ws://a.test/ws?room=1";
@@ -36,50 +36,22 @@ function fakeStorage(items = {}) {
 // greets; any other up host answers with a redirect stub to the owner; a
 // host in down fails the handshake (1006, no open).
 function fleet() {
-  const f = { dials: [], socks: [], down: new Set(), owner: AT_B };
-  f.WebSocket = class FakeWebSocket {
-    constructor(url, protocols = []) {
-      Object.assign(this, {
-        url, offered: [...protocols], readyState: 0, protocol: "", extensions: "", bufferedAmount: 0,
-        binaryType: "blob", sent: [], onopen: null, onmessage: null, onerror: null, onclose: null,
-      });
-      f.dials.push(url);
-      f.socks.push(this);
-      setTimeout(() => this.serve(), 0);
+  const f = { down: new Set(), owner: AT_B };
+  // serve plays every dial; a test may wrap it.
+  f.serve = (sock) => {
+    if (f.down.has(new URL(sock.url).host)) return sock.end(1006, "", false); // error, then close
+    if (sock.url === f.owner) {
+      sock.accept("chat");
+      sock.deliver("hello from " + new URL(sock.url).host);
+      return;
     }
-    serve() {
-      if (f.down.has(new URL(this.url).host)) {
-        this.onerror?.({ type: "error" });
-        return this.end(1006, "", false);
-      }
-      if (this.url === f.owner) {
-        this.accept("chat");
-        this.deliver("hello from " + new URL(this.url).host);
-        return;
-      }
-      this.accept(SUBPROTOCOL);
-      this.end(CLOSE_REDIRECT, "wsr1 " + f.owner);
-    }
-    accept(protocol) {
-      this.protocol = protocol;
-      this.readyState = 1;
-      this.onopen?.({ type: "open" });
-    }
-    deliver(data) {
-      if (this.readyState === 1) this.onmessage?.({ type: "message", data, origin: "", lastEventId: "" });
-    }
-    end(code, reason = "", wasClean = true) {
-      if (this.readyState === 3) return;
-      this.readyState = 3;
-      this.onclose?.({ type: "close", code, reason, wasClean });
-    }
-    send(data) { this.sent.push(data); }
-    close(code, reason) {
-      if (this.readyState >= 2) return;
-      this.readyState = 2;
-      setTimeout(() => this.end(code ?? 1005, reason ?? ""), 0);
-    }
+    sock.accept(SUBPROTOCOL);
+    sock.end(CLOSE_REDIRECT, "wsr1 " + f.owner);
   };
+  const srv = fakeServer((sock) => f.serve(sock));
+  f.WebSocket = srv.WebSocket;
+  f.socks = srv.dials;
+  Object.defineProperty(f, "dials", { get: () => srv.dials.map((s) => s.url) }); // the URLs dialled
   return f;
 }
 
@@ -170,15 +142,15 @@ describe("a reconnect goes straight to the remembered target", () => {
     const f = fleet();
     const storage = fakeStorage();
     await connect(t, f, { storage });
-    const serve = f.WebSocket.prototype.serve;
+    const serve = f.serve;
     let once = true;
-    f.WebSocket.prototype.serve = function () {
-      if (this.url === AT_B && once) {
+    f.serve = (sock) => {
+      if (sock.url === AT_B && once) {
         once = false;
-        this.accept(SUBPROTOCOL);
-        return this.end(CLOSE_RETRY, "wsr1 retry=0");
+        sock.accept(SUBPROTOCOL);
+        return sock.end(CLOSE_RETRY, "wsr1 retry=0");
       }
-      serve.call(this);
+      serve(sock);
     };
     const c = await connect(t, f, { storage, retryJitterMs: 0 });
     assert.deepEqual(c.dials, [AT_B, URL1, AT_B]);
