@@ -85,7 +85,9 @@ type MoveOptions struct {
 	// Default: 1 second.
 	Interval time.Duration
 	// Grace is how long a client has to answer the close frame before its
-	// connection is closed under it. Default: 5 seconds.
+	// connection is closed under it; for a connection registered with
+	// [Middleware.TrackSend] it counts from the close frame that follows
+	// the announcement. Default: 5 seconds.
 	Grace time.Duration
 }
 
@@ -118,8 +120,9 @@ const announceWait = time.Second
 // a second — a client that stopped reading while the app writes to it
 // holds the connection's writer — and that were closed under the app
 // instead, so the client reconnects and is redirected then. A moved client
-// that has not closed within Grace is closed too. ctx bounds the whole call: when it ends, writes under way are cut,
-// the connections not reached yet are left as they are, and ctx.Err() is
+// that has not closed within Grace of its close frame is closed too. ctx
+// bounds the whole call: when it ends, writes under way are cut, the
+// connections not reached yet are left as they are, and ctx.Err() is
 // returned.
 func (m *Middleware) MoveConns(ctx context.Context, opts MoveOptions) (moved, cut int, err error) {
 	if opts.Batch <= 0 {
@@ -210,12 +213,16 @@ func (s *State) moveBatch(ctx context.Context, batch []*tracked, grace time.Dura
 				return
 			}
 			nMoved.Add(1)
-			if t.send != nil {
-				time.AfterFunc(announceWait, func() {
-					t.conn.WriteControl(websocket.CloseMessage, frame, time.Now().Add(moveWriteTimeout))
-				})
+			if t.send == nil {
+				time.AfterFunc(grace, func() { t.conn.Close() })
+				return
 			}
-			time.AfterFunc(grace, func() { t.conn.Close() })
+			// Grace counts from the close frame, which every client gets:
+			// a Grace shorter than announceWait must not cut it first.
+			time.AfterFunc(announceWait, func() {
+				t.conn.WriteControl(websocket.CloseMessage, frame, time.Now().Add(moveWriteTimeout))
+				time.AfterFunc(grace, func() { t.conn.Close() })
+			})
 		})
 	}
 	wg.Wait()

@@ -151,7 +151,8 @@ func TestMoveConnsBoundedByContext(t *testing.T) {
 // TrackSend is told of its move first in its own stream, through the
 // app's send, as the text of the close reason; a client that closes on it
 // has everything it sent before read by the app, and one that does not
-// (this raw client) gets the close frame a second later all the same.
+// (this raw client) gets the close frame a second later all the same,
+// even with a shorter Grace.
 // A send that fails or blocks cuts the connection.
 func TestMoveConnsAnnounces(t *testing.T) {
 	mw := shardMiddleware(t, "wss://b.example.com", abc, nil)
@@ -203,7 +204,9 @@ func TestMoveConnsAnnounces(t *testing.T) {
 	require.Eventually(t, func() bool { return mw.Tracked() == 2 }, 5*time.Second, 5*time.Millisecond)
 	mw.drainSelf(t, 0)
 	start := time.Now()
-	moved, cut, err := mw.MoveConns(context.Background(), MoveOptions{})
+	// A Grace shorter than announceWait: it counts from the close frame,
+	// which the client that ignores the announcement still gets.
+	moved, cut, err := mw.MoveConns(context.Background(), MoveOptions{Grace: 100 * time.Millisecond})
 	require.NoError(t, err)
 	assert.Equal(t, 2, moved)
 	assert.Zero(t, cut)

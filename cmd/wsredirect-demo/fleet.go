@@ -19,6 +19,10 @@ import (
 	"github.com/wsredirect/wsredirect"
 )
 
+// shutdownGrace is how long a client has to answer its close frame when the
+// fleet stops.
+const shutdownGrace = time.Second
+
 // The pace of a move: how a node hands open connections to their new
 // owners. Small batches spread the reconnects.
 var moveOptions = wsredirect.MoveOptions{Batch: 50, Interval: 100 * time.Millisecond, Grace: 2 * time.Second}
@@ -565,7 +569,7 @@ func (f *fleet) stop(w io.Writer) {
 			for _, m := range st.Members() {
 				in.mw.DrainMember(m.ID, time.Now(), 0) // a member: cannot fail
 			}
-			m, c, err := in.mw.MoveConns(ctx, wsredirect.MoveOptions{Batch: 1000, Interval: 10 * time.Millisecond, Grace: time.Second})
+			m, c, err := in.mw.MoveConns(ctx, wsredirect.MoveOptions{Batch: 1000, Interval: 10 * time.Millisecond, Grace: shutdownGrace})
 			mu.Lock()
 			defer mu.Unlock()
 			moved += m + c
@@ -581,9 +585,11 @@ func (f *fleet) stop(w io.Writer) {
 	if err := errors.Join(errs...); err != nil {
 		fmt.Fprintln(w, "draining:", err)
 	}
-	// Give clients a moment to answer their close frames: Shutdown neither
-	// closes nor waits for hijacked connections.
-	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline) && f.tracked() > 0; {
+	// Give clients a moment to answer: Shutdown neither closes nor waits
+	// for hijacked connections. A client that ignores its announcement gets
+	// the close frame a second later and Grace after that to answer it,
+	// then MoveConns closes the connection itself.
+	for deadline := time.Now().Add(shutdownGrace + 2*time.Second); time.Now().Before(deadline) && f.tracked() > 0; {
 		time.Sleep(10 * time.Millisecond)
 	}
 	var srvs []*http.Server
