@@ -1,7 +1,6 @@
 package dnssrv_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -54,7 +53,7 @@ type dnsmasq struct {
 
 	cmd     *exec.Cmd
 	exited  chan struct{}
-	out     *syncBuffer
+	out     *testtool.Buffer
 	queries int // SRV queries logged by earlier runs
 }
 
@@ -95,7 +94,7 @@ func (d *dnsmasq) run(port int, records []string) error {
 		"--local=/test/", // answers NXDOMAIN, not REFUSED, for the names it lacks
 		"--log-queries",
 	}, records...)
-	out := &syncBuffer{}
+	out := &testtool.Buffer{}
 	cmd := exec.Command(d.bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -174,23 +173,6 @@ func (d *dnsmasq) resolver() *net.Resolver {
 			return dialer.DialContext(ctx, network, *d.addr.Load())
 		},
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // logRecorder is a slog.Handler keeping the records logged, as text.

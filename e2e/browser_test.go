@@ -222,7 +222,7 @@ func startChromium(t *testing.T) context.Context {
 	if err != nil {
 		testtool.Missing(t, err.Error())
 	}
-	var output syncBuffer
+	var output testtool.Buffer
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
 		chromedp.ExecPath(path),
 		chromedp.UserDataDir(t.TempDir()),
@@ -572,22 +572,4 @@ func (tb *tab) dumpOnFailure() {
 		return
 	}
 	tb.t.Logf("screenshot: %s", name)
-}
-
-// syncBuffer collects the browser's output for error messages.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

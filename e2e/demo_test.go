@@ -18,6 +18,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/wsredirect/wsredirect/internal/testtool"
 )
 
 // TestDemo runs the README's first command as a user would: it builds
@@ -93,7 +94,7 @@ func startDemo(t *testing.T) string {
 	out, err := build.CombinedOutput()
 	require.NoError(t, err, "go build:\n%s", out)
 
-	var output syncBuffer
+	var output testtool.Buffer
 	demo := exec.Command(bin, "-addr", "127.0.0.1:0")
 	demo.Stderr = &output
 	stdout, err := demo.StdoutPipe()

@@ -10,13 +10,13 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/wsredirect/wsredirect/internal/testtool"
 	"github.com/wsredirect/wsredirect/wire"
 )
 
@@ -24,7 +24,7 @@ import (
 // through the front door, a drain and an undrain, a crash and a restart,
 // each client verified.
 func TestCheck(t *testing.T) {
-	var stdout, stderr syncBuffer
+	var stdout, stderr testtool.Buffer
 	code := run(t.Context(), []string{"-check", "-clients", "100", "-addr", "127.0.0.1:0"}, &stdout, &stderr)
 
 	require.Equal(t, exitOK, code, "stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
@@ -85,7 +85,7 @@ func TestRunRefuses(t *testing.T) {
 		{"EtcdUnreachable", []string{"-addr", "127.0.0.1:0", "-etcd", nothing}, exitFailed, "does not answer"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var stdout, stderr syncBuffer
+			var stdout, stderr testtool.Buffer
 			code := run(t.Context(), tc.args, &stdout, &stderr)
 			assert.Equal(t, tc.code, code)
 			assert.Empty(t, stdout.String(), "nothing started")
@@ -97,7 +97,7 @@ func TestRunRefuses(t *testing.T) {
 // TestServe runs the demo as a user does, until the context ends.
 func TestServe(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
-	out := &syncBuffer{}
+	out := &testtool.Buffer{}
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-nodes", "2"}, out, out) }()
 	var front string
@@ -323,9 +323,9 @@ func TestClients(t *testing.T) {
 
 // startTestFleet starts a fleet on an embedded etcd, with a short lease and
 // drain ramp, stopped when the test ends; logs collects what it logs.
-func startTestFleet(t *testing.T, nodes int) (*fleet, *syncBuffer) {
+func startTestFleet(t *testing.T, nodes int) (*fleet, *testtool.Buffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testtool.Buffer{}
 	cfg := config{
 		addr: "127.0.0.1:0", nodes: nodes, prefix: "/wsredirect-demo/", ttl: 2 * time.Second, ramp: time.Second,
 		logger: newLogger(logs, slog.LevelInfo), logOutput: logs,
@@ -377,23 +377,4 @@ func memberURL(v ringView, id string) string {
 		}
 	}
 	return ""
-}
-
-// syncBuffer is a bytes.Buffer safe for the writers run has and a reader
-// polling it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

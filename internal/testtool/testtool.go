@@ -1,6 +1,6 @@
-// Package testtool is for tests that need a tool the machine may lack
-// (Chromium, Node, dnsmasq, promtool, NGINX), in every module of this
-// repository.
+// Package testtool is what the tests of every module of this repository
+// share: stopping a test that needs a tool the machine may lack (Chromium,
+// Node, dnsmasq, promtool, NGINX), and a buffer safe to share.
 package testtool
 
 import (
