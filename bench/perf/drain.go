@@ -84,17 +84,8 @@ func (h *harness) drainRound(ctx context.Context) (drainResult, error) {
 	if err != nil {
 		return drainResult{}, err
 	}
-	select {
-	case <-p.done:
-	case <-ctx.Done():
-		p.stop()
-		return drainResult{}, ctx.Err()
-	case <-time.After(2*time.Minute + h.cfg.drainWindow):
-		p.stop()
-		return drainResult{}, errors.New("the drain child did not finish")
-	}
-	if p.err != nil {
-		return drainResult{}, fmt.Errorf("drain child: %v", p.err)
+	if err := p.wait(ctx, 2*time.Minute+h.cfg.drainWindow); err != nil {
+		return drainResult{}, fmt.Errorf("drain child: %w", err)
 	}
 	var res drainResult
 	if err := json.Unmarshal(out.Bytes(), &res); err != nil {

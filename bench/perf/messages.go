@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -160,17 +159,9 @@ func echoLoad(ctx context.Context, url string, conns int, d time.Duration, pids 
 		}
 		cs[i] = c
 	}
-	self0, err := cpuTime(os.Getpid())
+	self0, cpu0, err := cpuTimes(pids)
 	if err != nil {
 		return 0, 0, "", err
-	}
-	var cpu0 time.Duration
-	for _, p := range pids {
-		t, err := cpuTime(p)
-		if err != nil {
-			return 0, 0, "", err
-		}
-		cpu0 += t
 	}
 	var total atomic.Int64
 	var wg sync.WaitGroup
@@ -198,17 +189,9 @@ func echoLoad(ctx context.Context, url string, conns int, d time.Duration, pids 
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	self1, err := cpuTime(os.Getpid())
+	self1, cpu1, err := cpuTimes(pids)
 	if err != nil {
 		return 0, 0, "", err
-	}
-	var cpu1 time.Duration
-	for _, p := range pids {
-		t, err := cpuTime(p)
-		if err != nil {
-			return 0, 0, "", err
-		}
-		cpu1 += t
 	}
 	select {
 	case err := <-errs:

@@ -119,6 +119,21 @@ func (p *proc) stop() {
 	}
 }
 
+// wait waits for p to exit and returns its exit error. When ctx ends or
+// limit passes first, it stops p and says so.
+func (p *proc) wait(ctx context.Context, limit time.Duration) error {
+	select {
+	case <-p.done:
+		return p.err
+	case <-ctx.Done():
+		p.stop()
+		return ctx.Err()
+	case <-time.After(limit):
+		p.stop()
+		return fmt.Errorf("%s did not finish within %v", p.name, limit)
+	}
+}
+
 func (p *proc) pid() int { return p.cmd.Process.Pid }
 
 // exited reports whether p has ended, with why.
@@ -215,6 +230,22 @@ func waitListening(ctx context.Context, p *proc, addr string) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// cpuTimes is the CPU this process has used so far, and the CPU the
+// processes pids have used together.
+func cpuTimes(pids []int) (self, others time.Duration, err error) {
+	if self, err = cpuTime(os.Getpid()); err != nil {
+		return 0, 0, err
+	}
+	for _, p := range pids {
+		t, err := cpuTime(p)
+		if err != nil {
+			return 0, 0, err
+		}
+		others += t
+	}
+	return self, others, nil
 }
 
 // cpuTime is the user+system CPU a process has used so far, all threads,

@@ -55,17 +55,8 @@ func (h *harness) runWrk(ctx context.Context, url string, d time.Duration, conns
 	if err != nil {
 		return wrkResult{}, err
 	}
-	select {
-	case <-p.done:
-	case <-ctx.Done():
-		p.stop()
-		return wrkResult{}, ctx.Err()
-	case <-time.After(time.Duration(secs)*time.Second + 30*time.Second):
-		p.stop()
-		return wrkResult{}, fmt.Errorf("wrk did not finish")
-	}
-	if p.err != nil {
-		return wrkResult{}, fmt.Errorf("wrk: %v\n%s", p.err, out.String())
+	if err := p.wait(ctx, time.Duration(secs)*time.Second+30*time.Second); err != nil {
+		return wrkResult{}, fmt.Errorf("wrk: %w\n%s", err, out.String())
 	}
 	sc := bufio.NewScanner(&out)
 	for sc.Scan() {
