@@ -48,6 +48,7 @@ import (
 	"unsafe"
 
 	"github.com/gorilla/websocket"
+	"github.com/wsredirect/wsredirect/wire"
 )
 
 // Defaults of the [Dialer] fields whose zero value means "default".
@@ -481,7 +482,7 @@ func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 		}
 		// Anything this long exceeds any sane MaxRetryDelay; clamp to
 		// keep the multiplication from overflowing.
-		n = min(n, int64(24*time.Hour/time.Second))
+		n = min(n, int64(wire.MaxRetry/time.Second))
 		return time.Duration(n) * time.Second, true
 	}
 	t, err := http.ParseTime(v)
