@@ -266,10 +266,8 @@ func (c *Conn) move(ctx context.Context, ws *websocket.Conn, readErr error) erro
 			c.publish()
 			return ch.fail(ctx, err)
 		}
-		// Back where the caller sent us, as the caller sent us: that is
-		// not a redirect, so the loop memory and hop count start afresh.
-		ch.loopFrom, ch.redirects = len(ch.hops), 0
-		ch.header, ch.dropped = ch.firstHeader.Clone(), false
+		// Back where the caller sent us, as the caller sent us.
+		ch.restart()
 		next = ch.first
 	default:
 		return readErr

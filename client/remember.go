@@ -189,7 +189,13 @@ func (c *chain) remember(u string, target *url.URL) {
 func (c *chain) fallBack(guessed string) {
 	c.guess = false
 	c.mem.forget(c.key, guessed)
-	c.header = c.firstHeader.Clone()
-	c.dropped = false
-	c.loopFrom = len(c.hops)
+	c.restart()
+}
+
+// restart makes the chain's next hop the first URL, as the caller sent it:
+// that is not a redirect, so the loop memory and the hop count start
+// afresh, and the caller's header goes out again.
+func (c *chain) restart() {
+	c.loopFrom, c.redirects = len(c.hops), 0
+	c.header, c.dropped = c.firstHeader.Clone(), false
 }
