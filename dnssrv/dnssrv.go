@@ -42,6 +42,7 @@ import (
 	"time"
 
 	"github.com/wsredirect/wsredirect"
+	"github.com/wsredirect/wsredirect/internal/memberids"
 )
 
 // Options says which SRV record to watch and how to build members from it.
@@ -211,7 +212,7 @@ func (c *config) sync(ctx context.Context, mw *wsredirect.Middleware, failing bo
 		return false
 	}
 	c.logger.InfoContext(ctx, "dnssrv: members changed", "name", c.qname, "members", len(next),
-		"added", missing(next, current), "removed", missing(current, next))
+		"added", memberids.Missing(next, current), "removed", memberids.Missing(current, next))
 	return false
 }
 
@@ -262,23 +263,10 @@ func merge(current, next []wsredirect.Member) (out []wsredirect.Member, changed 
 	}
 	out = slices.Clone(next)
 	for i := range out {
-		j, ok := slices.BinarySearchFunc(current, out[i].ID, byID)
+		j, ok := slices.BinarySearchFunc(current, out[i].ID, memberids.ByID)
 		if ok {
 			out[i].DrainingSince, out[i].DrainRamp = current[j].DrainingSince, current[j].DrainRamp
 		}
 	}
 	return out, true
 }
-
-// missing returns the IDs of a's members that b, sorted by ID, lacks.
-func missing(a, b []wsredirect.Member) []string {
-	var ids []string
-	for _, m := range a {
-		if _, ok := slices.BinarySearchFunc(b, m.ID, byID); !ok {
-			ids = append(ids, m.ID)
-		}
-	}
-	return ids
-}
-
-func byID(m wsredirect.Member, id string) int { return strings.Compare(m.ID, id) }

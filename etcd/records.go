@@ -71,34 +71,37 @@ func (m memberRecord) marshal() string {
 	return string(b)
 }
 
-// parseMember reads and checks a member record. Unknown fields are
-// allowed, so a newer writer may add some; what a node needs must be right.
-func parseMember(id string, value []byte) (wsredirect.Member, error) {
+// parseMember reads and checks a member record, and returns its URL as
+// parsed. Unknown fields are allowed, so a newer writer may add some; what
+// a node needs must be right.
+func parseMember(id string, value []byte) (wsredirect.Member, *wsredirect.Target, error) {
 	var r memberRecord
 	if err := json.Unmarshal(value, &r); err != nil {
-		return wsredirect.Member{}, fmt.Errorf("not a member record %s: %v", `{"url":"ws://…","weight":1}`, err)
+		return wsredirect.Member{}, nil, fmt.Errorf("not a member record %s: %v", `{"url":"ws://…","weight":1}`, err)
 	}
 	m := wsredirect.Member{ID: id, URL: r.URL, Weight: r.Weight}
-	return m, checkMember(m)
+	t, err := checkMember(m)
+	return m, t, err
 }
 
 // checkMember is what SetMembers would refuse in a single member, checked
-// record by record so one bad record does not hold up the others.
-func checkMember(m wsredirect.Member) error {
+// record by record so one bad record does not hold up the others. It
+// returns the member's URL as parsed.
+func checkMember(m wsredirect.Member) (*wsredirect.Target, error) {
 	switch {
 	case m.ID == "":
-		return errors.New("empty member ID")
+		return nil, errors.New("empty member ID")
 	case m.Weight < 0:
-		return fmt.Errorf("negative weight %d", m.Weight)
+		return nil, fmt.Errorf("negative weight %d", m.Weight)
 	}
 	t, err := wsredirect.ParseTarget(m.URL)
 	if err != nil {
-		return fmt.Errorf("url: %v", strings.TrimPrefix(err.Error(), "wsredirect: "))
+		return nil, fmt.Errorf("url: %v", strings.TrimPrefix(err.Error(), "wsredirect: "))
 	}
 	if _, ok := wire.EncodeMove(t.String()); !ok {
-		return fmt.Errorf("url %s is too long to carry in a close frame", t)
+		return nil, fmt.Errorf("url %s is too long to carry in a close frame", t)
 	}
-	return nil
+	return t, nil
 }
 
 // parseDrain reads and checks a drain record. Drain records are written by
@@ -135,19 +138,21 @@ func parseDrain(value []byte) (drainRecord, error) {
 // view is what etcd says at one revision, records already checked.
 type view struct {
 	rev     int64
-	members map[string]entry[wsredirect.Member]
-	drains  map[string]entry[drainRecord]
+	members map[string]memberEntry
+	drains  map[string]drainRecord
 }
 
-// entry is a checked record and when its key was created, which breaks
-// ties between members claiming the same URL the same way on every node.
-type entry[T any] struct {
-	v       T
+// memberEntry is a checked member record, its URL as parsed, and when its
+// key was created, which breaks ties between members claiming the same URL
+// the same way on every node.
+type memberEntry struct {
+	m       wsredirect.Member
+	target  *wsredirect.Target
 	created int64
 }
 
 func newView() *view {
-	return &view{members: map[string]entry[wsredirect.Member]{}, drains: map[string]entry[drainRecord]{}}
+	return &view{members: map[string]memberEntry{}, drains: map[string]drainRecord{}}
 }
 
 // set records key's new value; a bad record is reported and the key
@@ -157,13 +162,13 @@ func (v *view) set(prefix, key string, value []byte, created int64, bad func(key
 	switch {
 	case strings.HasPrefix(rest, membersDir):
 		id := strings.TrimPrefix(rest, membersDir)
-		m, err := parseMember(id, value)
+		m, t, err := parseMember(id, value)
 		if err != nil {
 			delete(v.members, id)
 			bad(key, err)
 			return
 		}
-		v.members[id] = entry[wsredirect.Member]{m, created}
+		v.members[id] = memberEntry{m, t, created}
 	case strings.HasPrefix(rest, drainsDir):
 		id := strings.TrimPrefix(rest, drainsDir)
 		d, err := parseDrain(value)
@@ -172,7 +177,7 @@ func (v *view) set(prefix, key string, value []byte, created int64, bad func(key
 			bad(key, err)
 			return
 		}
-		v.drains[id] = entry[drainRecord]{d, created}
+		v.drains[id] = d
 	}
 }
 
@@ -200,19 +205,19 @@ func (v *view) fleet(undrain string, dup func(id, kept string)) []wsredirect.Mem
 		return cmp.Or(cmp.Compare(v.members[a].created, v.members[b].created), strings.Compare(a, b))
 	})
 	out := make([]wsredirect.Member, 0, len(ids))
-	var targets []*wsredirect.Target
+	claimed := make(map[string]string, len(ids)) // URL → the member kept
 	for _, id := range ids {
-		m := v.members[id].v
-		t, _ := wsredirect.ParseTarget(m.URL) // checked
-		if i := slices.IndexFunc(targets, t.Equal); i >= 0 {
-			dup(id, out[i].ID)
+		e := v.members[id]
+		if kept, ok := claimed[e.target.String()]; ok {
+			dup(id, kept)
 			continue
 		}
+		claimed[e.target.String()] = id
+		m := e.m
 		if d, ok := v.drains[id]; ok && id != undrain {
-			m.DrainingSince, m.DrainRamp = d.v.Since, d.v.Ramp
+			m.DrainingSince, m.DrainRamp = d.Since, d.Ramp
 		}
 		out = append(out, m)
-		targets = append(targets, t)
 	}
 	slices.SortFunc(out, func(a, b wsredirect.Member) int { return strings.Compare(a.ID, b.ID) })
 	return out
@@ -237,17 +242,28 @@ func Members(ctx context.Context, c *clientv3.Client, prefix string) ([]wsredire
 		return nil, errors.New("wsredirect/etcd: Members: nil client")
 	}
 	prefix = normPrefix(prefix)
-	resp, err := c.Get(ctx, prefix, clientv3.WithPrefix())
+	v, err := readView(ctx, c, prefix, func(string, error) {})
 	if err != nil {
 		return nil, fmt.Errorf("wsredirect/etcd: Members: %w", err)
 	}
-	v := newView()
-	for _, kv := range resp.Kvs {
-		v.set(prefix, string(kv.Key), kv.Value, kv.CreateRevision, func(string, error) {})
-	}
 	members := v.fleet("", func(string, string) {})
 	if len(members) == 0 {
-		return nil, fmt.Errorf("wsredirect/etcd: Members: no member registered under %s at revision %d", prefix+membersDir, resp.Header.Revision)
+		return nil, fmt.Errorf("wsredirect/etcd: Members: no member registered under %s at revision %d", prefix+membersDir, v.rev)
 	}
 	return members, nil
+}
+
+// readView reads everything under prefix, at etcd's current revision; bad
+// is told of each bad record.
+func readView(ctx context.Context, c *clientv3.Client, prefix string, bad func(key string, err error)) (*view, error) {
+	resp, err := c.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	v := newView()
+	v.rev = resp.Header.Revision
+	for _, kv := range resp.Kvs {
+		v.set(prefix, string(kv.Key), kv.Value, kv.CreateRevision, bad)
+	}
+	return v, nil
 }

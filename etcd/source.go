@@ -1,18 +1,19 @@
 package etcd
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/wsredirect/wsredirect"
+	"github.com/wsredirect/wsredirect/internal/memberids"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -168,22 +169,22 @@ func newSource(mw *wsredirect.Middleware, opts Options) (*Source, error) {
 	s := &Source{
 		c:      opts.Client,
 		mw:     mw,
-		log:    cmpOr(opts.Logger, slog.Default()),
+		log:    cmp.Or(opts.Logger, slog.Default()),
 		prefix: normPrefix(opts.Prefix),
-		ttl:    int64(math.Ceil(cmpOr(opts.TTL, DefaultTTL).Seconds())),
-		settle: cmpOr(opts.Settle, DefaultSettle),
+		ttl:    int64(math.Ceil(cmp.Or(opts.TTL, DefaultTTL).Seconds())),
+		settle: cmp.Or(opts.Settle, DefaultSettle),
 		sem:    make(chan struct{}, 1),
 		kick:   make(chan struct{}, 1),
 		view:   newView(),
 	}
 	if self := opts.Self; self != nil {
-		if err := checkMember(*self); err != nil {
+		t, err := checkMember(*self)
+		if err != nil {
 			return nil, errorf("Start: Options.Self: %v", err)
 		}
 		if !self.DrainingSince.IsZero() || self.DrainRamp != 0 {
 			return nil, errorf("Start: Options.Self has drain fields: drain with Source.Drain")
 		}
-		t, _ := wsredirect.ParseTarget(self.URL) // checked
 		if mine := mw.State().Self(); !t.Equal(mine) {
 			had := "none"
 			if mine != nil {
@@ -198,14 +199,6 @@ func newSource(mw *wsredirect.Middleware, opts Options) (*Source, error) {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
-}
-
-func cmpOr[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 // Drain drains this node through etcd: it writes its drain record, with
@@ -483,14 +476,9 @@ func (s *Source) watch(first chan<- struct{}) {
 func (s *Source) load() (int64, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
 	defer cancel()
-	resp, err := s.c.Get(ctx, s.prefix, clientv3.WithPrefix())
+	v, err := readView(ctx, s.c, s.prefix, s.bad)
 	if err != nil {
 		return 0, err
-	}
-	v := newView()
-	v.rev = resp.Header.Revision
-	for _, kv := range resp.Kvs {
-		v.set(s.prefix, string(kv.Key), kv.Value, kv.CreateRevision, s.bad)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -592,23 +580,14 @@ func (s *Source) applyLocked() {
 		s.log.Warn("wsredirect/etcd: member set refused; keeping the last one", "err", err, "revision", v.rev)
 		return
 	}
-	var joined, left []string
 	draining := 0
 	for _, m := range members {
-		if !slices.ContainsFunc(cur, func(c wsredirect.Member) bool { return c.ID == m.ID }) {
-			joined = append(joined, m.ID)
-		}
 		if !m.DrainingSince.IsZero() {
 			draining++
 		}
 	}
-	for _, c := range cur {
-		if !slices.ContainsFunc(members, func(m wsredirect.Member) bool { return c.ID == m.ID }) {
-			left = append(left, c.ID)
-		}
-	}
 	s.log.Info("wsredirect/etcd: members applied", "members", len(members), "draining", draining,
-		"joined", joined, "left", left, "revision", v.rev)
+		"joined", memberids.Missing(members, cur), "left", memberids.Missing(cur, members), "revision", v.rev)
 }
 
 // probe checks etcd's health regularly, so that an outage is reported even
@@ -683,7 +662,7 @@ func (b *backoff) reset() { b.next = 0 }
 
 // sleep pauses, and reports false when ctx ended first.
 func (b *backoff) sleep(ctx context.Context) bool {
-	b.next = min(max(2*b.next, backoffMin), cmpOr(b.max, backoffMax))
+	b.next = min(max(2*b.next, backoffMin), cmp.Or(b.max, backoffMax))
 	d := b.next/2 + rand.N(b.next/2+1)
 	t := time.NewTimer(d)
 	defer t.Stop()
