@@ -431,12 +431,7 @@ func TestCardinalityBounded(t *testing.T) {
 			default:
 				target = fmt.Sprintf("http://chat.example.com/rooms?room=key-%d&t=%d", i, i)
 			}
-			r := httptest.NewRequest(http.MethodGet, target, nil)
-			r.Header.Set("Connection", "Upgrade")
-			r.Header.Set("Upgrade", "websocket")
-			r.Header.Set("Sec-WebSocket-Version", "13")
-			r.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-			h.ServeHTTP(httptest.NewRecorder(), r)
+			h.ServeHTTP(httptest.NewRecorder(), upgradeTo(target))
 		}
 	}
 	send(0, 100)
