@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"time"
 
@@ -74,7 +73,7 @@ func (b *bots) wait() { b.wg.Wait() }
 // for 10 to 30 seconds, then leaves, and the next one arrives, so the
 // front door keeps redirecting.
 func (b *bots) run(ctx context.Context) {
-	base := "ws" + strings.TrimPrefix(b.f.front.url, "http") + "/rooms/"
+	base := b.f.front.roomsURL()
 	room := ""
 	for ctx.Err() == nil {
 		if room == "" {

@@ -159,7 +159,7 @@ func (c *checker) connect(ctx context.Context, clients int) error {
 // join connects p through the front door, which must redirect it once, to
 // want(p), and reads its greeting.
 func (c *checker) join(ctx context.Context, p *probe, want func(*probe) string) error {
-	base := "ws" + strings.TrimPrefix(c.f.front.url, "http") + "/rooms/"
+	base := c.f.front.roomsURL()
 	conn, _, err := c.dialer.Connect(ctx, base+p.room, nil)
 	if err != nil {
 		return fmt.Errorf("client %d (%s): %w", p.n, p.room, err)
@@ -188,11 +188,7 @@ func (c *checker) busiest() string {
 	for _, p := range c.probes {
 		count[p.node]++
 	}
-	ids := make([]string, 0, len(c.f.nodes))
-	for _, n := range c.f.nodes {
-		ids = append(ids, n.id)
-	}
-	return slices.MaxFunc(ids, func(a, b string) int { return cmp.Or(cmp.Compare(count[a], count[b]), cmp.Compare(b, a)) })
+	return slices.MaxFunc(c.f.ids(), func(a, b string) int { return cmp.Or(cmp.Compare(count[a], count[b]), cmp.Compare(b, a)) })
 }
 
 // drain drains the busiest node and checks that each of its clients moved

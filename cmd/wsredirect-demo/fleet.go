@@ -227,7 +227,7 @@ func (f *fleet) middlewares() []*wsredirect.Middleware {
 func (f *fleet) everyoneLists(ids ...string) func() bool {
 	return f.everyone(func(ms []wsredirect.Member) bool {
 		for _, id := range ids {
-			if !slices.ContainsFunc(ms, func(m wsredirect.Member) bool { return m.ID == id }) {
+			if _, ok := memberByID(ms, id); !ok {
 				return false
 			}
 		}
@@ -250,10 +250,20 @@ func (f *fleet) everyone(ok func([]wsredirect.Member) bool) func() bool {
 // member returns id as the front door's member set has it: what etcd
 // lists, as far as the front door has heard.
 func (f *fleet) member(id string) (wsredirect.Member, bool) {
-	for _, m := range f.front.mw.State().Members() {
-		if m.ID == id {
-			return m, true
-		}
+	return memberByID(f.front.mw.State().Members(), id)
+}
+
+// originAllowed reports whether r may come from its Origin: browsers only
+// from the front door's page; Go clients send no Origin.
+func (f *fleet) originAllowed(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	return o == "" || slices.Contains(f.origins, o)
+}
+
+// memberByID finds member id in ms.
+func memberByID(ms []wsredirect.Member, id string) (wsredirect.Member, bool) {
+	if i := slices.IndexFunc(ms, func(m wsredirect.Member) bool { return m.ID == id }); i >= 0 {
+		return ms[i], true
 	}
 	return wsredirect.Member{}, false
 }
@@ -355,10 +365,8 @@ func (f *fleet) drain(ctx context.Context, id string) (int, error) {
 		left := in.misplaced(false).all // every one of them moves
 		moves := n.moves()
 		n.progress(o, func() {
-			for _, m := range st.Members() {
-				if m.ID == n.id {
-					o.Since, o.Ramp = m.DrainingSince, m.DrainRamp
-				}
+			if m, ok := memberByID(st.Members(), n.id); ok {
+				o.Since, o.Ramp = m.DrainingSince, m.DrainRamp
 			}
 			switch {
 			case !on:
@@ -391,7 +399,8 @@ func (f *fleet) undrain(ctx context.Context, id string) (int, error) {
 		return 0, n.end(o, err)
 	}
 	agreed := f.everyone(func(ms []wsredirect.Member) bool {
-		return !slices.ContainsFunc(ms, func(m wsredirect.Member) bool { return m.ID == id && !m.DrainingSince.IsZero() })
+		m, ok := memberByID(ms, id)
+		return !ok || m.DrainingSince.IsZero()
 	})
 	err = f.await(ctx, func() bool { return f.moveBack(n, o, base, agreed()) })
 	return o.total(), n.end(o, err)
@@ -446,7 +455,8 @@ func (f *fleet) leaseLeft(ctx context.Context, id string) time.Duration {
 // expired and etcd deleted its records.
 func (f *fleet) waitGone(ctx context.Context, id string) error {
 	return f.await(ctx, f.everyone(func(ms []wsredirect.Member) bool {
-		return !slices.ContainsFunc(ms, func(m wsredirect.Member) bool { return m.ID == id })
+		_, ok := memberByID(ms, id)
+		return !ok
 	}))
 }
 

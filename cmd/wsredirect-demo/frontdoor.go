@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -38,6 +37,10 @@ type frontDoor struct {
 	f         *fleet
 	redirects atomic.Uint64
 }
+
+// roomsURL is the WebSocket URL of the front door's rooms, a room's name
+// to follow.
+func (d *frontDoor) roomsURL() string { return "ws" + strings.TrimPrefix(d.url, "http") + "/rooms/" }
 
 func startFrontDoor(ctx context.Context, f *fleet, ln net.Listener, url string) (*frontDoor, error) {
 	d := &frontDoor{url: url, f: f}
@@ -209,7 +212,7 @@ func (d *frontDoor) serveStats(w http.ResponseWriter, r *http.Request) {
 // allowed refuses a POST from another page: any page a browser has open
 // may POST here, only ours may drain.
 func (d *frontDoor) allowed(w http.ResponseWriter, r *http.Request) bool {
-	if o := r.Header.Get("Origin"); o != "" && !slices.Contains(d.f.origins, o) {
+	if !d.f.originAllowed(r) {
 		writeJSON(w, http.StatusForbidden, map[string]string{"error": "origin not allowed"})
 		return false
 	}

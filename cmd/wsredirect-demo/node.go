@@ -166,15 +166,9 @@ func (n *node) start(ctx context.Context, ln net.Listener) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(metrics)
 	in.mw = mw
-	origins := n.f.origins
 	in.up = websocket.Upgrader{
 		Subprotocols: []string{chatProtocol},
-		// Browsers come from the front door's page; Go clients send no
-		// Origin.
-		CheckOrigin: func(r *http.Request) bool {
-			o := r.Header.Get("Origin")
-			return o == "" || slices.Contains(origins, o)
-		},
+		CheckOrigin:  n.f.originAllowed,
 	}
 	mux := http.NewServeMux()
 	// Mounted on the pattern, so the room is a path value when the Shard
