@@ -96,7 +96,6 @@ func (h *harness) drainRound(ctx context.Context) (drainResult, error) {
 
 // drainNode is one node of the drained fleet.
 type drainNode struct {
-	id   string
 	url  string
 	srv  *http.Server
 	mw   *wsredirect.Middleware
@@ -121,7 +120,7 @@ func liveDrainChild(spec drainSpec) error {
 			return err
 		}
 		lns[i] = l
-		nodes[i] = &drainNode{id: id, url: "ws://" + l.Addr().String(), hits: make([]atomic.Int64, int((spec.Window+30*time.Second)/bucket))}
+		nodes[i] = &drainNode{url: "ws://" + l.Addr().String(), hits: make([]atomic.Int64, int((spec.Window+30*time.Second)/bucket))}
 		members = append(members, wsredirect.Member{ID: id, URL: nodes[i].url})
 	}
 	var drainStart atomic.Int64 // unix nanos; 0 until the drain begins

@@ -18,7 +18,6 @@ type nginxServer struct {
 // nginxProc is a running NGINX: its master (our child) and worker.
 type nginxProc struct {
 	*proc
-	dir string
 }
 
 // nginxConf is the whole config: one worker, as the Go servers have one
@@ -78,7 +77,7 @@ func (h *harness) startNginx(ctx context.Context, name string, servers ...nginxS
 			return nil, fmt.Errorf("%w\n%s", err, log)
 		}
 	}
-	return &nginxProc{proc: p, dir: dir}, nil
+	return &nginxProc{proc: p}, nil
 }
 
 // worker returns the pid of NGINX's (one) worker process.

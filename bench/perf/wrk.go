@@ -37,8 +37,6 @@ type wrkResult struct {
 	cpu      time.Duration // wrk's own user+system CPU
 }
 
-func (r wrkResult) rate() float64 { return float64(r.requests) / r.elapsed.Seconds() }
-
 // runWrk drives url for d (whole seconds, at least 1: wrk's unit) with
 // conns keep-alive connections from one thread, on perf's own CPU.
 func (h *harness) runWrk(ctx context.Context, url string, d time.Duration, conns int) (wrkResult, error) {
