@@ -57,11 +57,7 @@ func (h *harness) startFleet(ctx context.Context) (*fleet, error) {
 		return nil, err
 	}
 	for i, n := range nodes {
-		for k := 0; n.key == ""; k++ {
-			if m, _ := mw.State().Owner(fmt.Sprintf("room-%d", k)); m.ID == n.id {
-				n.key = fmt.Sprintf("room-%d", k)
-			}
-		}
+		n.key = ownedKeys(mw, n.id, 1)[0]
 		if n.proc, err = h.startServer("node-"+n.id, serveSpec{Mode: "node", Self: n.url, Fleet: members}, lns[i]); err != nil {
 			return nil, err
 		}
@@ -264,11 +260,7 @@ func (h *harness) redirectFloor(ctx context.Context) (row, error) {
 		if err != nil {
 			return row{}, err
 		}
-		for k := 0; n.key == ""; k++ {
-			if m, _ := mw.State().Owner(fmt.Sprintf("room-%d", k)); m.ID == n.id {
-				n.key = fmt.Sprintf("room-%d", k)
-			}
-		}
+		n.key = ownedKeys(mw, n.id, 1)[0]
 		srv := &http.Server{Handler: mw.Handler(echo()), ReadHeaderTimeout: 10 * time.Second}
 		go srv.Serve(lns[i])
 		defer srv.Close()

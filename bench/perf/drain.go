@@ -159,13 +159,7 @@ func liveDrainChild(spec drainSpec) error {
 	}
 	b := nodes[1]
 
-	var keys []string
-	for i := 0; len(keys) < spec.Conns; i++ {
-		k := fmt.Sprintf("room-%d", i)
-		if m, _ := b.mw.State().Owner(k); m.ID == "b" {
-			keys = append(keys, k)
-		}
-	}
+	keys := ownedKeys(b.mw, "b", spec.Conns)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

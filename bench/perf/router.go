@@ -199,10 +199,7 @@ func checkRedirect(ctx context.Context, url, location string) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", "websocket")
-	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-	req.Header.Set("Sec-WebSocket-Version", "13")
+	setUpgradeHeaders(req.Header)
 	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := c.Do(req)
 	if err != nil {
@@ -220,6 +217,15 @@ func checkRedirect(ctx context.Context, url, location string) error {
 		errs = append(errs, fmt.Errorf("Cache-Control %q, want no-store", got))
 	}
 	return errors.Join(errs...)
+}
+
+// setUpgradeHeaders makes h an RFC 6455 upgrade request's: the four
+// headers, with the RFC's sample key (wrkScript sets the same).
+func setUpgradeHeaders(h http.Header) {
+	h.Set("Connection", "Upgrade")
+	h.Set("Upgrade", "websocket")
+	h.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	h.Set("Sec-WebSocket-Version", "13")
 }
 
 // shortName is a variant's name for progress lines.

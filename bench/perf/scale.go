@@ -49,10 +49,7 @@ func (h *harness) decideCost(ctx context.Context) ([]row, error) {
 			return nil, err
 		}
 		r := httptest.NewRequest(http.MethodGet, "http://127.0.0.1"+routerPath+"?room="+foreignKey(mw, ms[0].URL), nil)
-		r.Header.Set("Connection", "Upgrade")
-		r.Header.Set("Upgrade", "websocket")
-		r.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-		r.Header.Set("Sec-WebSocket-Version", "13")
+		setUpgradeHeaders(r.Header)
 		if d := mw.Decide(r); d.Action != wsredirect.Redirect {
 			return nil, fmt.Errorf("%d members: decision %v, want a redirect", n, d.Action)
 		}

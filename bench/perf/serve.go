@@ -133,6 +133,19 @@ func shardMembers(n int) []wsredirect.Member {
 	return ms
 }
 
+// ownedKeys returns the first n room keys (room-0, room-1, …) that mw's
+// Shard rule gives to the member with ID id.
+func ownedKeys(mw *wsredirect.Middleware, id string, n int) []string {
+	var keys []string
+	for i := 0; len(keys) < n; i++ {
+		k := fmt.Sprintf("room-%d", i)
+		if m, _ := mw.State().Owner(k); m.ID == id {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
 // foreignKey returns a room key that the fleet's first member (Self) sends
 // elsewhere, so a Shard rule redirects it.
 func foreignKey(mw *wsredirect.Middleware, self string) string {
