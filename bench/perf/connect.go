@@ -168,12 +168,12 @@ func (h *harness) connect(ctx context.Context) ([]row, error) {
 		}
 		var line []string
 		for k, v := range variants {
-			v.p50 = append(v.p50, seconds(percentile(samples[k], 50)))
-			v.p99 = append(v.p99, seconds(percentile(samples[k], 99)))
+			v.p50 = append(v.p50, percentile(samples[k], 50).Seconds())
+			v.p99 = append(v.p99, percentile(samples[k], 99).Seconds())
 			note := ""
 			if v.hops == 2 {
-				v.hop1 = append(v.hop1, seconds(percentile(hops[k][0], 50)))
-				v.hop2 = append(v.hop2, seconds(percentile(hops[k][1], 50)))
+				v.hop1 = append(v.hop1, percentile(hops[k][0], 50).Seconds())
+				v.hop2 = append(v.hop2, percentile(hops[k][1], 50).Seconds())
 				note = fmt.Sprintf(" (307 hop %s + upgrade hop %s)", fmtSec(v.hop1[r]), fmtSec(v.hop2[r]))
 			}
 			line = append(line, fmt.Sprintf("%s %s/%s%s", shortName(v.name), fmtSec(v.p50[r]), fmtSec(v.p99[r]), note))
@@ -288,7 +288,7 @@ func (h *harness) redirectFloor(ctx context.Context) (row, error) {
 			continue
 		}
 		for k, v := range variants {
-			v.p50 = append(v.p50, seconds(percentile(samples[k], 50)))
+			v.p50 = append(v.p50, percentile(samples[k], 50).Seconds())
 		}
 		h.progress("   one process, round %d/%d (p50): direct %s, one redirect %s", r+1, h.cfg.rounds, fmtSec(variants[0].p50[r]), fmtSec(variants[1].p50[r]))
 	}

@@ -304,7 +304,7 @@ func machineCPU() time.Duration {
 		n, _ := strconv.ParseInt(v, 10, 64)
 		ticks += n
 	}
-	return time.Duration(ticks) * 10 * time.Millisecond
+	return time.Duration(ticks) * clockTick
 }
 
 // ownCPU is the CPU time this process and every child it has waited for

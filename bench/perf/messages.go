@@ -65,8 +65,8 @@ func (h *harness) messages(ctx context.Context) ([]row, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", v.name, err)
 			}
-			v.rttP50 = append(v.rttP50, seconds(percentile(samples, 50)))
-			v.rttP99 = append(v.rttP99, seconds(percentile(samples, 99)))
+			v.rttP50 = append(v.rttP50, percentile(samples, 50).Seconds())
+			v.rttP99 = append(v.rttP99, percentile(samples, 99).Seconds())
 			pids, err := v.pids()
 			if err != nil {
 				return nil, err
@@ -85,7 +85,6 @@ func (h *harness) messages(ctx context.Context) ([]row, error) {
 	rttRatio := ratio(proxied.rttP50, direct.rttP50)
 	rateRatio := ratio(direct.rate, proxied.rate)
 	cpuRatio := ratio(proxied.cpu, direct.cpu)
-	perSec := func(x float64) string { return fmtCount(x) }
 	return []row{
 		{scenario: scenRTT, variant: direct.name, figure: fmtSec(direct.rttP50.median()) + " / " + fmtSec(direct.rttP99.median()),
 			spread: "p50 " + spreadOf(direct.rttP50, fmtSec), ratio: "1.00×", target: "—", met: "—"},
@@ -94,8 +93,8 @@ func (h *harness) messages(ctx context.Context) ([]row, error) {
 			ratio:  ratioCell(rttRatio) + " direct (p50); p99 " + fmtRatio(ratio(proxied.rttP99, direct.rttP99).median()),
 			target: "direct beats proxied", met: beats(rttRatio.median(), "faster")},
 		{scenario: fmt.Sprintf(scenRate, h.cfg.msgConns), variant: direct.name, figure: fmtCount(direct.rate.median()) + "/s",
-			spread: spreadOf(direct.rate, perSec), ratio: ratioCell(rateRatio) + " proxied", target: "direct beats proxied", met: beats(rateRatio.median(), "more")},
-		{variant: proxied.name, figure: fmtCount(proxied.rate.median()) + "/s", spread: spreadOf(proxied.rate, perSec), ratio: "1.00×", target: "—", met: "—"},
+			spread: spreadOf(direct.rate, fmtCount), ratio: ratioCell(rateRatio) + " proxied", target: "direct beats proxied", met: beats(rateRatio.median(), "more")},
+		{variant: proxied.name, figure: fmtCount(proxied.rate.median()) + "/s", spread: spreadOf(proxied.rate, fmtCount), ratio: "1.00×", target: "—", met: "—"},
 		{scenario: scenCPU, variant: direct.name + " (echo server process)", figure: fmtSec(direct.cpu.median()),
 			spread: spreadOf(direct.cpu, fmtSec), ratio: "1.00×", target: "—", met: "—"},
 		{variant: proxied.name + " (echo server + NGINX worker)", figure: fmtSec(proxied.cpu.median()),

@@ -248,17 +248,28 @@ func cpuTimes(pids []int) (self, others time.Duration, err error) {
 	return self, others, nil
 }
 
-// cpuTime is the user+system CPU a process has used so far, all threads,
-// from /proc/<pid>/stat (in clock ticks of 10 ms: USER_HZ is 100 on Linux).
-func cpuTime(pid int) (time.Duration, error) {
+// clockTick is the unit of /proc's CPU times: USER_HZ is 100 on Linux.
+const clockTick = 10 * time.Millisecond
+
+// procStat reads /proc/<pid>/stat and returns its fields after the command
+// name. The name, in parentheses, may hold spaces: fields are counted after
+// its closing parenthesis, where field 3 (state) is index 0.
+func procStat(pid int) ([]string, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	s := string(b)
+	return strings.Fields(s[strings.LastIndexByte(s, ')')+1:]), nil
+}
+
+// cpuTime is the user+system CPU a process has used so far, all threads,
+// from /proc/<pid>/stat (in clock ticks).
+func cpuTime(pid int) (time.Duration, error) {
+	f, err := procStat(pid)
 	if err != nil {
 		return 0, err
 	}
-	// The command name, in parentheses, may hold spaces: count fields
-	// after its closing parenthesis, where field 3 (state) is index 0.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 	if len(f) < 13 {
 		return 0, fmt.Errorf("/proc/%d/stat: short", pid)
 	}
@@ -267,7 +278,7 @@ func cpuTime(pid int) (time.Duration, error) {
 	if err := errors.Join(err1, err2); err != nil {
 		return 0, err
 	}
-	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
+	return time.Duration(utime+stime) * clockTick, nil
 }
 
 // childrenOf lists the processes whose parent is pid: NGINX's workers.
@@ -279,12 +290,10 @@ func childrenOf(pid int) []int {
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		f, err := procStat(n)
 		if err != nil {
 			continue
 		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
 			kids = append(kids, n)
 		}

@@ -168,10 +168,9 @@ func (h *harness) routerCapacity(ctx context.Context) ([]row, error) {
 	}
 
 	base := variants[0]
-	perSec := func(x float64) string { return fmtCount(x) }
 	var rows []row
 	for i, v := range variants {
-		w := row{variant: v.name, figure: fmt.Sprintf("%s req/s; %s CPU/req", fmtCount(v.rates.median()), fmtSec(v.cpu.median())), spread: spreadOf(v.rates, perSec)}
+		w := row{variant: v.name, figure: fmt.Sprintf("%s req/s; %s CPU/req", fmtCount(v.rates.median()), fmtSec(v.cpu.median())), spread: spreadOf(v.rates, fmtCount)}
 		rat := ratio(v.rates, base.rates)
 		cpuRat := fmtRatio(ratio(base.cpu, v.cpu).median())
 		switch {

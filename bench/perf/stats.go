@@ -50,9 +50,6 @@ func percentile(samples []time.Duration, p float64) time.Duration {
 	return s[max(i, 0)]
 }
 
-// seconds turns a duration into the float64 rounds carry.
-func seconds(d time.Duration) float64 { return d.Seconds() }
-
 // fmtCount writes n with thousands separators: 52,310.
 func fmtCount(n float64) string {
 	s := strconv.FormatInt(int64(math.Round(n)), 10)
