@@ -34,14 +34,13 @@ const (
 )
 
 // respond writes one of the four answers to a decided upgrade: a status
-// redirect or refusal, or their close-frame forms for browsers (d.Close,
-// from [State.closes]).
+// redirect or refusal, or their close-frame forms for browsers.
 func (s *State) respond(w http.ResponseWriter, r *http.Request, d Decision) {
-	switch {
-	case d.Close && d.Action == Redirect:
+	switch closes := s.closes(r, d); {
+	case closes && d.Action == Redirect:
 		msg, reason := wire.EncodeRedirect(location(r, d, s.httpLocation))
 		s.closeWith(w, r, msg, wire.CloseRedirect, reason)
-	case d.Close:
+	case closes:
 		s.closeWith(w, r, "", wire.CloseRetry, wire.EncodeRetry(d.RetryAfter))
 	case d.Action == Redirect:
 		writeRedirect(w, r, d, s.httpLocation)
