@@ -245,9 +245,6 @@ func (s *State) Members() []Member { return slices.Clone(s.fleet.members) }
 // node takes during a drain); ok is false when there are no members or
 // every member that could take the key is draining.
 func (s *State) Owner(key string) (m Member, ok bool) {
-	if s.fleet.ring.Len() == 0 {
-		return Member{}, false
-	}
 	if o := s.owner(ring.Hash(key)); o >= 0 {
 		return s.fleet.members[o], true
 	}

@@ -89,7 +89,7 @@ func Shard(key KeyFunc) Rule {
 	}
 	r := NewRule("shard", func(r *http.Request, s *State) Decision {
 		k, ok := key(r)
-		if !ok || s.fleet.ring.Len() == 0 {
+		if !ok {
 			return Decision{}
 		}
 		owner := s.owner(ring.Hash(k))
