@@ -190,6 +190,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		start = time.Now()
 	}
 	d := s.decide(r)
+	d.Close = s.closes(r, d)
 	if observed {
 		s.observe(r, &d, start)
 	}
@@ -204,7 +205,6 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // the logger.
 func (s *State) observe(r *http.Request, d *Decision, start time.Time) {
 	d.Elapsed = time.Since(start)
-	d.Close = s.closes(r, *d)
 	if s.onDecision != nil {
 		s.onDecision(r, *d)
 	}

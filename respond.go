@@ -34,13 +34,14 @@ const (
 )
 
 // respond writes one of the four answers to a decided upgrade: a status
-// redirect or refusal, or their close-frame forms for browsers.
+// redirect or refusal, or their close-frame forms for browsers (d.Close,
+// from [State.closes]).
 func (s *State) respond(w http.ResponseWriter, r *http.Request, d Decision) {
-	switch closes := s.closes(r, d); {
-	case closes && d.Action == Redirect:
+	switch {
+	case d.Close && d.Action == Redirect:
 		msg, reason := wire.EncodeRedirect(location(r, d, s.httpLocation))
 		s.closeWith(w, r, msg, wire.CloseRedirect, reason)
-	case closes:
+	case d.Close:
 		s.closeWith(w, r, "", wire.CloseRetry, wire.EncodeRetry(d.RetryAfter))
 	case d.Action == Redirect:
 		writeRedirect(w, r, d, s.httpLocation)
