@@ -36,16 +36,28 @@ bench:
 	go test -run '^$$' -bench . -benchmem -count 1 . ./client ./ring
 	cd bench && go test -run '^$$' -bench . -benchmem -count 1 .
 
-# Longer fuzzing than the seed corpus make test runs: FUZZTIME per target.
-# The targets are found with go test -list, so a fuzz test that moves to
-# another package (FuzzCloseCodec became wire's FuzzCodec) is not skipped.
-FUZZTIME ?= 30s
+# Fuzzing beyond the seed corpus make test runs. The targets are found with
+# go test -list, so a fuzz test that moves to another package is not skipped.
+# By default each target gets a budget of executions (go test -fuzztime Nx),
+# sized so every target runs for roughly 5-10 s on two cores: a count cannot
+# race the fuzzing coordinator's own deadline under CPU contention, as a
+# duration can before Go 1.27 (golang/go#75804: "context deadline exceeded"
+# with no crasher). FUZZTIME=5m (any go test -fuzztime value) gives every
+# target that budget instead, for long local runs. A crasher fails the run,
+# after every target has had its turn.
+FUZZTIME ?=
 fuzz:
-	@go test -list '^Fuzz' ./... | \
+	@failed=0; go test -list '^Fuzz' ./... | \
 		awk '/^Fuzz/ { f[++n] = $$1; next } /^ok/ { for (i = 1; i <= n; i++) print $$2, f[i]; n = 0 }' | \
-		while read -r pkg f; do \
-			echo "== $$pkg $$f ($(FUZZTIME))"; go test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg </dev/null; \
-		done
+		{ while read -r pkg f; do \
+			budget=$(FUZZTIME); \
+			if [ -z "$$budget" ]; then case $$f in \
+				FuzzCodec) budget=300000x ;; \
+				*) budget=100000x ;; \
+			esac; fi; \
+			echo "== $$pkg $$f ($$budget)"; \
+			go test -run '^$$' -fuzz "^$$f\$$" -fuzztime "$$budget" $$pkg </dev/null || failed=1; \
+		done; exit $$failed; }
 
 # Issue 13's case for redirecting, measured against a proxy: builds
 # bench/perf, installs Debian's nginx-light and wrk when missing (as root;
