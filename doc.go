@@ -30,6 +30,11 @@
 //
 // Fleets shard keys with [Shard] over Options.Members, placed by package
 // ring. A draining member's keys go to the members that will own them once
-// it is gone ([Middleware.DrainMember]), and [Middleware.MoveConns] moves
-// the connections already open.
+// it is gone ([Middleware.DrainMember]). Connections already open that the
+// app registers with [Middleware.Track] move by themselves whenever their
+// key's owner changes, whatever changed it (a drain as its ramp reaches the
+// key, a member joining or leaving, an undrain); [Middleware.Shutdown]
+// moves them all for a graceful stop. A move's target travels only in a
+// close frame, which only the server's WebSocket layer writes, never in a
+// data message another client could have written.
 package wsredirect

@@ -273,8 +273,8 @@ func (m *Middleware) SetMembers(members ...Member) error {
 // DrainMember records that member id drains from since over ramp (see
 // [Member.DrainingSince] and [Member.DrainRamp]); a zero since ends the
 // drain. New upgrades for the keys it hands off go to the members that will
-// own them once it is gone; connections already open are moved with
-// [Middleware.MoveConns]. It costs no ring rebuild unless two or more
+// own them once it is gone; tracked connections ([Middleware.Track]) move
+// as the ramp reaches their keys. It costs no ring rebuild unless two or more
 // members drain at once.
 //
 // Every node of the fleet must be told, with the same since: a control

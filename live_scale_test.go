@@ -22,8 +22,9 @@ import (
 
 // TestLiveDrainAtScale drains a node holding thousands of open connections,
 // a tenth of them from clients that never read while the app streams to
-// them: the drain completes within its context, every reading client ends
-// on its key's owner, and the stuck ones are cut. 5,000 connections by
+// them: the middleware moves every connection by itself as the drain's
+// ramp reaches its key, every reading client ends on its key's owner, and
+// the stuck ones are cut. 5,000 connections by
 // default (1,000 under -race, whose goroutine limit 5,000 would pass;
 // make test runs the full size without it); WSREDIRECT_LIVE_CONNS sets
 // another size.
@@ -56,13 +57,13 @@ func TestLiveDrainAtScale(t *testing.T) {
 	}
 	up := websocket.Upgrader{}
 	for i, nd := range nodes {
-		nd.mw = MustNew(Options{Self: members[i].URL, Members: members, Rules: []Rule{Shard(QueryKey("room"))}})
+		nd.mw = MustNew(Options{Self: members[i].URL, Members: members, Rules: []Rule{Shard(QueryKey("room"))}, MoveGrace: 2 * time.Second})
 		nd.srv.Config.Handler = nd.mw.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			c, err := up.Upgrade(w, r, nil)
 			if err != nil {
 				return
 			}
-			defer nd.mw.Track(r.URL.Query().Get("room"), c)()
+			defer nd.mw.Track(r.URL.Query().Get("room"), GorillaConn(c, nil))()
 			defer c.Close()
 			if r.URL.Query().Has("stuck") {
 				// Small buffers, so a client that does not read blocks
@@ -139,19 +140,22 @@ func TestLiveDrainAtScale(t *testing.T) {
 	require.Eventually(t, func() bool { return b.mw.Tracked() == n }, 30*time.Second, 10*time.Millisecond)
 	time.Sleep(300 * time.Millisecond) // the stuck clients' buffers fill
 
+	// Over a second's ramp: the moves go out as it reaches their keys.
+	const ramp = time.Second
 	since := time.Now()
 	for _, nd := range nodes {
-		require.NoError(t, nd.mw.DrainMember("b", since, 0))
+		require.NoError(t, nd.mw.DrainMember("b", since, ramp))
 	}
-	drainCtx, drainCancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer drainCancel()
-	start := time.Now()
-	moved, cut, err := b.mw.MoveConns(drainCtx, MoveOptions{Batch: 1000, Interval: 50 * time.Millisecond, Grace: 2 * time.Second})
-	took := time.Since(start)
-	require.NoError(t, err, "the drain completes within its context")
-	assert.Equal(t, n, moved+cut)
-	assert.GreaterOrEqual(t, cut, stuckN, "every stuck client is cut")
+	var moved, cut uint64
+	require.Eventually(t, func() bool {
+		moved, cut = b.mw.Moves()
+		return moved+cut == uint64(n)
+	}, 30*time.Second, 10*time.Millisecond, "every connection is moved or cut, once")
+	took := time.Since(since)
+	assert.GreaterOrEqual(t, cut, uint64(stuckN), "every stuck client is cut")
 	assert.Eventually(t, func() bool { return b.mw.Tracked() == 0 }, 30*time.Second, 20*time.Millisecond, "b holds no connection")
+	moved, cut = b.mw.Moves()
+	assert.Equal(t, uint64(n), moved+cut, "no connection is counted twice")
 
 	wrong := 0
 	assert.Eventually(t, func() bool {
@@ -164,7 +168,7 @@ func TestLiveDrainAtScale(t *testing.T) {
 		}
 		return wrong == 0
 	}, 30*time.Second, 50*time.Millisecond, "every reading client ends on its key's owner")
-	t.Logf("%d connections (%d stuck): MoveConns took %v, moved %d, cut %d; readers on the wrong node: %d", n, stuckN, took.Round(time.Millisecond), moved, cut, wrong)
+	t.Logf("%d connections (%d stuck), ramp %v: all told after %v, moved %d, cut %d; readers on the wrong node: %d", n, stuckN, ramp, took.Round(time.Millisecond), moved, cut, wrong)
 	cancel()
 	wg.Wait()
 }

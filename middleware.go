@@ -1,6 +1,7 @@
 package wsredirect
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -59,6 +60,11 @@ type Options struct {
 	// no other member is left to take it. Default: 5 seconds.
 	DrainRetryAfter time.Duration
 
+	// MoveGrace is how long a tracked connection has to end once it is
+	// sent its move's close frame, before it is closed under the app (see
+	// [Middleware.Track]). Default: 5 seconds.
+	MoveGrace time.Duration
+
 	// OnDecision, when set, is called once for every upgrade request with
 	// the decision taken (Pass when nothing redirected or refused), before
 	// the response is written, with Decision.Close and Decision.Elapsed
@@ -91,6 +97,7 @@ type State struct {
 
 	fleet           *fleet
 	drainRetryAfter time.Duration
+	moveGrace       time.Duration
 	now             func() time.Time
 }
 
@@ -114,7 +121,7 @@ type Middleware struct {
 	state      atomic.Pointer[State]
 	changing   sync.Mutex // held by update: one state change at a time
 	live       liveSet
-	moved, cut atomic.Uint64 // by MoveConns, since New
+	moved, cut atomic.Uint64 // tracked connections, since New
 }
 
 // New checks opts and builds a Middleware. Errors name the option or rule at
@@ -127,12 +134,16 @@ func New(opts Options) (*Middleware, error) {
 		logger:          opts.Logger,
 		mode:            opts.Mode,
 		drainRetryAfter: opts.DrainRetryAfter,
+		moveGrace:       cmp.Or(opts.MoveGrace, defaultMoveGrace),
 		now:             time.Now,
 	}
 	if s.drainRetryAfter == 0 {
 		s.drainRetryAfter = 5 * time.Second
 	} else if s.drainRetryAfter < 0 {
 		return nil, errors.New("wsredirect: Options.DrainRetryAfter is negative")
+	}
+	if opts.MoveGrace < 0 {
+		return nil, errors.New("wsredirect: Options.MoveGrace is negative")
 	}
 	if opts.Mode > ModeClose {
 		return nil, errorf("Options.Mode: unknown mode %d", opts.Mode)
@@ -153,6 +164,9 @@ func New(opts Options) (*Middleware, error) {
 		return nil, err
 	}
 	m := &Middleware{}
+	m.live.conns = make(map[*tracked]struct{})
+	m.live.kick = make(chan struct{}, 1)
+	m.live.slots = make(chan struct{}, maxMoving)
 	m.state.Store(s)
 	return m, nil
 }
@@ -257,6 +271,7 @@ func (m *Middleware) update(change func(*State) error) error {
 		return err
 	}
 	m.state.Store(&s)
+	m.kickMover()
 	return nil
 }
 

@@ -35,23 +35,32 @@
 // CloseRetry waits the given time (plus jitter) and reconnects to the URL it
 // first dialled.
 //
-// A server that can write in order with its application (the middleware's
-// TrackSend) announces a live move first: it sends the close reason itself
-// as a text message,
+// A server that can write in order with its application and choose how it
+// answers a client's close (the middleware's GorillaConn with a send func)
+// cues a live move first: it sends [Cue] as a text message, in order with
+// the application's messages, and answers the client's close with the
+// move's close code and reason instead of the usual echo. A client that
+// reads the cue stops writing, closes the connection itself with code 1000
+// and acts on the server's answer — the first close frame it receives,
+// which is the one a close event reports (RFC 6455 §7.1.5). Everything the
+// client wrote before it read the cue goes out ahead of its own close
+// frame, and the server reads until that frame: no message is lost at the
+// boundary, which a browser cannot promise when the server's close frame
+// comes first (its network process answers a close frame before the page
+// can stop sending). A server that cues still sends the close frame a
+// moment later, for clients that do not know cues.
 //
-//	"wsr1 =" + absolute base URL     stands for CloseRedirect with this reason
-//	"wsr1 retry=" + whole seconds    stands for CloseRetry with this reason
-//
-// and a client that reads one ([Announced]) stops writing to the
-// connection, closes it itself with code 1000 and moves as if that close
-// frame had come. Everything the client wrote before it read the
-// announcement goes out ahead of its own close frame, and the server reads
-// until that frame: no message is lost at the boundary, which a browser
-// cannot promise when the server's close frame comes first (its network
-// process answers a close frame before the page can stop sending). A server
-// that announces still sends the close frame a moment later, for clients
-// that do not know announcements: they hold the message as they hold any
-// "wsr1 " message, and move on the close frame.
+// The cue carries no authority: any data message may have been written by
+// another client (a chat relays text verbatim), so only a close frame,
+// which only the server's WebSocket layer writes, says where to go. A cue
+// the server did not send is answered with the echo (1000), and costs the
+// client at most one reconnect to the URL it is on; clients also stop
+// reacting to cues that prove false for a while, and hand every cue,
+// true or false, to the application as the ordinary message it may be.
+// A "wsr1 " message is special only on a connection the server accepted
+// to close at once (the marker [Subprotocol] selected, or before the
+// connection is known to be the application's): there it may be the
+// target of a "wsr1 +" close.
 package wire
 
 import (
@@ -77,6 +86,10 @@ const (
 	// MaxReason is the longest close reason RFC 6455 allows: a control
 	// frame's payload is at most 125 bytes, two of which are the code.
 	MaxReason = 123
+
+	// Cue is the text message that cues a live move (see the package doc):
+	// close, and the server's answer to your close says where to go.
+	Cue = "wsr1 move"
 
 	// MaxRetry is the longest delay a CloseRetry or a Retry-After carries:
 	// longer delays are sent as MaxRetry, and clients refuse a reason that
@@ -168,28 +181,16 @@ func ParseRedirect(reason, lastMessage, current string) (target string, ok bool)
 	return target, true
 }
 
-// IsRedirectMessage reports whether a text message is the target that
-// precedes a [CloseRedirect] whose target did not fit in the reason.
-// Clients use it to keep such a message from the application.
+// IsRedirectMessage reports whether a text message may be the target that
+// precedes a [CloseRedirect] whose target did not fit in the reason. It
+// matters only on a connection the server accepted to close at once: on a
+// connection that is the application's, it is an application message.
 func IsRedirectMessage(message string) bool {
 	return strings.HasPrefix(message, v1)
 }
 
-// Announced reports whether a text message announces a move, and returns
-// the close code and reason it stands for: a "wsr1 =" move stands for
-// [CloseRedirect], a "wsr1 retry=" for [CloseRetry]. A client that reads
-// one closes the connection itself with code 1000 and, once it is closed,
-// acts on code and reason as on a close frame. The message is not checked
-// further: [ParseRedirect] and [ParseRetry] do that as for a close frame.
-func Announced(message string) (code int, reason string, ok bool) {
-	switch {
-	case strings.HasPrefix(message, samePath):
-		return CloseRedirect, message, true
-	case strings.HasPrefix(message, retry):
-		return CloseRetry, message, true
-	}
-	return 0, "", false
-}
+// IsCue reports whether a text message is the [Cue] of a live move.
+func IsCue(message string) bool { return message == Cue }
 
 // ParseRetry reads a [CloseRetry] reason: a delay of whole seconds, at most
 // MaxRetry.

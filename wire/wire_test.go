@@ -41,10 +41,10 @@ type vectors struct {
 		Name, Message string
 		Is            bool
 	}
-	Announced []struct {
+	Cue   string
+	IsCue []struct {
 		Name, Message string
-		Code          *int
-		Reason        *string
+		Is            bool
 	}
 }
 
@@ -112,39 +112,13 @@ func TestVectors(t *testing.T) {
 			assert.Equal(t, tc.Is, wire.IsRedirectMessage(tc.Message))
 		})
 	}
-	require.NotEmpty(t, v.Announced)
-	for _, tc := range v.Announced {
-		t.Run("Announced/"+tc.Name, func(t *testing.T) {
-			code, reason, ok := wire.Announced(tc.Message)
-			if tc.Code == nil {
-				assert.False(t, ok, "got %d %q", code, reason)
-				return
-			}
-			assert.True(t, ok)
-			assert.Equal(t, *tc.Code, code)
-			assert.Equal(t, *tc.Reason, reason)
+	assert.Equal(t, v.Cue, wire.Cue, "the JavaScript helper reads the cue from the vectors")
+	require.NotEmpty(t, v.IsCue)
+	for _, tc := range v.IsCue {
+		t.Run("IsCue/"+tc.Name, func(t *testing.T) {
+			assert.Equal(t, tc.Is, wire.IsCue(tc.Message))
 		})
 	}
-}
-
-// What a server announces is what it would send in the close frame, and
-// clients keep it from the application as they keep any "wsr1 " message.
-func TestAnnouncedIsTheCloseReason(t *testing.T) {
-	reason, ok := wire.EncodeMove("wss://c.example.com/edge")
-	require.True(t, ok)
-	for _, tc := range []struct {
-		code   int
-		reason string
-	}{{wire.CloseRedirect, reason}, {wire.CloseRetry, wire.EncodeRetry(3 * time.Second)}} {
-		code, got, ok := wire.Announced(tc.reason)
-		assert.True(t, ok, tc.reason)
-		assert.Equal(t, tc.code, code)
-		assert.Equal(t, tc.reason, got)
-		assert.True(t, wire.IsRedirectMessage(tc.reason))
-	}
-	target, ok := wire.ParseRedirect(reason, "", "ws://a.example.com/rooms/1?t=x")
-	assert.True(t, ok)
-	assert.Equal(t, "wss://c.example.com/edge/rooms/1?t=x", target)
 }
 
 // Cases JSON cannot carry: bytes that are not UTF-8.
