@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -204,7 +205,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		start = time.Now()
 	}
 	d := s.decide(r)
-	d.Close = s.closes(r, d)
+	if d.Close = s.closes(r, d); d.Close && !s.originAllowed(r) {
+		// The upgrade that would carry the close frame is refused, as the
+		// app's own upgrader would refuse it: a refusal, counted as one.
+		d = Decision{Action: Refuse, Status: http.StatusForbidden, Rule: d.Rule, Member: d.Member}
+	}
 	if observed {
 		s.observe(r, &d, start)
 	}
@@ -306,9 +311,9 @@ func (s *State) decide(r *http.Request) Decision {
 	}
 	for i := range s.rules {
 		rule := &s.rules[i]
-		d, panicked := s.run(rule, r)
+		d, panicked, stack := s.run(rule, r)
 		if panicked != nil {
-			return s.ruleBug(r, Decision{Rule: rule.name}, fmt.Sprintf("panic: %v", panicked))
+			return s.ruleBug(r, Decision{Rule: rule.name}, fmt.Sprintf("panic: %v", panicked), slog.String("stack", stack))
 		}
 		if d.Action == Pass {
 			continue
@@ -323,7 +328,14 @@ func (s *State) decide(r *http.Request) Decision {
 				// Sent to the very node and path it asked for.
 				return Decision{Action: Pass, Target: d.Target, Rule: d.Rule, Member: d.Member}
 			}
-			d.Status = redirectStatus(rule.status, r.Method)
+			switch d.Status {
+			case 0:
+				d.Status = rule.status
+			case http.StatusMovedPermanently, http.StatusFound, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+			default:
+				return s.ruleBug(r, d, fmt.Sprintf("redirect status %d: use 301, 302, 307 or 308", d.Status))
+			}
+			d.Status = redirectStatus(d.Status, r.Method)
 		case Refuse:
 			if d.Status == 0 {
 				d.Status = http.StatusServiceUnavailable
@@ -341,21 +353,22 @@ func (s *State) decide(r *http.Request) Decision {
 // run asks one rule, turning its panic into a value: a user rule's bug
 // must not take the request (or, under http.ErrAbortHandler's rules, the
 // connection) down unexplained.
-func (s *State) run(rule *Rule, r *http.Request) (d Decision, panicked any) {
+func (s *State) run(rule *Rule, r *http.Request) (d Decision, panicked any, stack string) {
 	defer func() {
 		if p := recover(); p != nil {
-			panicked = p
+			panicked, stack = p, string(debug.Stack())
 		}
 	}()
-	return rule.fn(r, s), nil
+	return rule.fn(r, s), nil, ""
 }
 
 // ruleBug turns a decision no response can carry into a 500, so a broken
 // user rule shows up instead of being guessed around, and logs why (the
 // Decision names only the rule, so metrics labelled by it stay bounded).
-func (s *State) ruleBug(r *http.Request, d Decision, why string) Decision {
+func (s *State) ruleBug(r *http.Request, d Decision, why string, attrs ...slog.Attr) Decision {
 	if s.logger != nil {
-		s.logger.LogAttrs(r.Context(), slog.LevelError, "wsredirect: rule bug", slog.String("rule", d.Rule), slog.String("error", why))
+		attrs = append([]slog.Attr{slog.String("rule", d.Rule), slog.String("error", why)}, attrs...)
+		s.logger.LogAttrs(r.Context(), slog.LevelError, "wsredirect: rule bug", attrs...)
 	}
 	return Decision{Action: Refuse, Status: http.StatusInternalServerError, Rule: d.Rule}
 }

@@ -157,6 +157,40 @@ func TestMiddlewareResponses(t *testing.T) {
 			status: 200,
 		},
 		{
+			name: "a user rule's redirect status is honoured (regression: always 307)",
+			opts: Options{Rules: []Rule{NewRule("perm", func(*http.Request, *State) Decision {
+				return Decision{Action: Redirect, Target: MustParseTarget("wss://b.example.com"), Status: 308}
+			})}},
+			req:      upgradeTo("http://a.example.com/x"),
+			status:   308,
+			location: "wss://b.example.com/x",
+		},
+		{
+			name: "a user rule's status wins over the rule's WithStatus",
+			opts: Options{Rules: []Rule{NewRule("found", func(*http.Request, *State) Decision {
+				return Decision{Action: Redirect, Target: MustParseTarget("wss://b.example.com"), Status: 302}
+			}).WithStatus(308)}},
+			req:      upgradeTo("http://a.example.com/x"),
+			status:   302,
+			location: "wss://b.example.com/x",
+		},
+		{
+			name: "a user rule's redirect with status 200 is a bug: 500 (regression: 307)",
+			opts: Options{Rules: []Rule{NewRule("ok", func(*http.Request, *State) Decision {
+				return Decision{Action: Redirect, Target: MustParseTarget("wss://b.example.com"), Status: 200}
+			})}},
+			req:    upgradeTo("http://a.example.com/x"),
+			status: 500,
+		},
+		{
+			name: "a user rule's redirect with status 303 is a bug: 500",
+			opts: Options{Rules: []Rule{NewRule("see-other", func(*http.Request, *State) Decision {
+				return Decision{Action: Redirect, Target: MustParseTarget("wss://b.example.com"), Status: 303}
+			})}},
+			req:    upgradeTo("http://a.example.com/x"),
+			status: 500,
+		},
+		{
 			name: "user rule returning a redirect without target is a 500, not a guess",
 			opts: Options{Rules: []Rule{NewRule("broken", func(*http.Request, *State) Decision {
 				return Decision{Action: Redirect}
@@ -433,7 +467,10 @@ func TestLogger(t *testing.T) {
 
 	w := run(t, mw, upgradeTo("http://a.example.com/boom"))
 	assert.Equal(t, http.StatusInternalServerError, w.Code)
-	assert.Contains(t, buf.String(), `level=ERROR msg="wsredirect: rule bug" rule=panics error="panic: boom"`)
+	assert.Contains(t, buf.String(), `level=ERROR msg="wsredirect: rule bug" rule=panics error="panic: boom" stack=`)
+	assert.Contains(t, buf.String(), "middleware_test.go", "the stack names the rule's code (regression: no stack)")
+	assert.NotContains(t, w.Body.String(), "boom", "no internals to the client")
+	assert.Contains(t, w.Body.String(), "could not be decided", "regression: read like a node out of capacity")
 
 	buf.Reset()
 	run(t, mw, roomRequest("x"))
@@ -465,4 +502,16 @@ func TestDecisionReport(t *testing.T) {
 	w := httptest.NewRecorder()
 	mw.Handler(nop).ServeHTTP(w, r) // the recorder cannot be hijacked: the close attempt fails, the report stands
 	assert.True(t, got.Close, "a browser: a close frame")
+
+	// Regression: a browser refused for its Origin was reported (and
+	// counted) as a redirect, though it got a 403.
+	r = roomRequest(key)
+	r.Header.Set("Origin", "https://evil.example.net")
+	w = run(t, mw, r)
+	assert.Equal(t, http.StatusForbidden, w.Code)
+	assert.Equal(t, Refuse, got.Action, "a refusal, reported as one")
+	assert.Equal(t, http.StatusForbidden, got.Status)
+	assert.False(t, got.Close)
+	assert.Nil(t, got.Target, "the refused page learns no target")
+	assert.Equal(t, "shard", got.Rule)
 }

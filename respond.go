@@ -136,7 +136,21 @@ func writeRefuse(w http.ResponseWriter, d Decision) {
 	h["Cache-Control"] = noStore
 	h["Content-Type"] = textPlain
 	w.WriteHeader(d.Status)
-	io.WriteString(w, strconv.Itoa(d.Status)+" "+http.StatusText(d.Status)+": this node cannot take WebSocket connections now\n")
+	io.WriteString(w, refuseBody(d.Status))
+}
+
+// refuseBody says what a refusal means, without internals: a 500 is a rule's
+// bug (logged with the rule's name), not a node out of capacity.
+func refuseBody(status int) string {
+	switch status {
+	case http.StatusServiceUnavailable:
+		return "503 Service Unavailable: this node cannot take WebSocket connections now\n"
+	case http.StatusInternalServerError:
+		return "500 Internal Server Error: this WebSocket upgrade could not be decided (the server's log says why)\n"
+	case http.StatusForbidden:
+		return "403 Forbidden: this page's origin may not open this WebSocket\n"
+	}
+	return strconv.Itoa(status) + " " + http.StatusText(status) + "\n"
 }
 
 // closeWait bounds how long a close-mode connection waits for the client
@@ -144,10 +158,10 @@ func writeRefuse(w http.ResponseWriter, d Decision) {
 const closeWait = 2 * time.Second
 
 // closeWith accepts the upgrade and closes it with code and reason, after
-// message when there is one. An Origin that is not allowed gets a 403 from
-// the upgrader, as the app's own upgrader would answer it.
+// message when there is one. The Origin was checked when the decision was
+// taken (ServeHTTP): one that is not allowed is refused with 403 there.
 func (s *State) closeWith(w http.ResponseWriter, r *http.Request, message string, code int, reason string) {
-	up := websocket.Upgrader{CheckOrigin: s.originAllowed, Subprotocols: []string{wire.Subprotocol}}
+	up := websocket.Upgrader{CheckOrigin: checkedOrigin, Subprotocols: []string{wire.Subprotocol}}
 	c, err := up.Upgrade(w, r, nil)
 	if err != nil {
 		return
@@ -172,6 +186,8 @@ func (s *State) closeWith(w http.ResponseWriter, r *http.Request, message string
 		}
 	}
 }
+
+func checkedOrigin(*http.Request) bool { return true }
 
 // originAllowed is the accepting upgrade's origin check: the request's host
 // (same origin) when no Origins are configured, else the configured list. A

@@ -44,8 +44,11 @@ type Decision struct {
 	// Path, when not empty, replaces the request's escaped path in the
 	// Location; the query string is always kept.
 	Path string
-	// Status is the response code: 0 means 307 for Redirect (it keeps the
-	// method, which RFC 8441's CONNECT needs) and 503 for Refuse.
+	// Status is the response code. For Redirect: 301, 302, 307 or 308 (an
+	// RFC 8441 CONNECT gets 307 for 302 and 308 for 301, which keep its
+	// method), or 0 for the rule's [Rule.WithStatus], 307 by default; any
+	// other is the rule's bug, answered 500 and logged. For Refuse: 400 to
+	// 599, 0 meaning 503.
 	Status int
 	// RetryAfter, when positive, is sent with a Refuse as Retry-After in
 	// whole seconds, rounded up, and at most a day.
