@@ -281,8 +281,8 @@ func TestNewErrors(t *testing.T) {
 		{"zero rule", Options{Rules: []Rule{{}}}, "wsredirect: rule 0 (): zero Rule"},
 		{"bad Self", Options{Self: "ftp://x", Rules: []Rule{ok}}, `wsredirect: Options.Self: target "ftp://x": scheme must be ws, wss, http or https`},
 		// host:port without a scheme is the usual slip: say what is wanted.
-		{"Self without scheme", Options{Self: "127.0.0.1:8080", Rules: []Rule{ok}}, `wsredirect: Options.Self: target "127.0.0.1:8080": want a base URL such as ws://127.0.0.1:8080 or wss://chat.example.com`},
-		{"Self as host name and port", Options{Self: "localhost:8080", Rules: []Rule{ok}}, `wsredirect: Options.Self: target "localhost:8080": want a base URL such as ws://127.0.0.1:8080`},
+		{"Self without scheme", Options{Self: "127.0.0.1:8080", Rules: []Rule{ok}}, `wsredirect: Options.Self: target "127.0.0.1:8080": no scheme: want ws://127.0.0.1:8080 or wss://127.0.0.1:8080`},
+		{"Self as host name and port", Options{Self: "localhost:8080", Rules: []Rule{ok}}, `wsredirect: Options.Self: target "localhost:8080": no scheme: want ws://localhost:8080 or wss://localhost:8080`},
 		{"target without host", Options{Rules: []Rule{ok, Host("wss://", "a.example.com")}}, `wsredirect: rule 1 (host): target "wss://": no host`},
 		{"target with query", Options{Rules: []Rule{Path("wss://b.example.com/?x=1", "/*")}}, "query and fragment are not allowed"},
 		{"target with user info", Options{Rules: []Rule{Path("wss://u:p@b.example.com", "/*")}}, "user info is not allowed"},

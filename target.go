@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -20,8 +21,11 @@ type Target struct {
 // ParseTarget parses a base URL such as "wss://b.example.com" or
 // "http://10.0.0.7:8080/ws". The scheme is ws, wss, http or https (http maps
 // to ws and https to wss); the URL has a host and no query, fragment or user
-// info. Default ports are dropped, the host is lower-cased and a trailing
-// slash is removed, so equal places compare equal.
+// info, and a port, when given, is 1-65535. Default ports and a port's
+// leading zeros are dropped, the host is lower-cased and a trailing slash is
+// removed, so equal places compare equal. A path is a prefix: the request's
+// path follows it in a Location ("ws://b:9001/edge" sends /rooms/1 to
+// ws://b:9001/edge/rooms/1).
 func ParseTarget(s string) (*Target, error) {
 	t, err := parseTarget(s)
 	if err != nil {
@@ -37,8 +41,15 @@ const wantTarget = "want a base URL such as ws://127.0.0.1:8080 or wss://chat.ex
 // parseTarget is ParseTarget with errors that do not repeat the package
 // prefix, for the errors of rules and options to wrap.
 func parseTarget(s string) (*Target, error) {
+	if scheme, rest, ok := strings.Cut(s, "//"); ok && !strings.HasSuffix(scheme, ":") && isScheme(scheme) {
+		return nil, fmt.Errorf("target %q: a colon is missing after the scheme: want %s://%s", s, strings.ToLower(scheme), rest)
+	}
 	u, err := url.Parse(s)
 	if err != nil || u.Scheme == "" || u.Opaque != "" {
+		if !strings.Contains(s, "://") && s != "" {
+			// host:port, the usual slip.
+			return nil, fmt.Errorf("target %q: no scheme: want ws://%s or wss://%s", s, strings.TrimLeft(s, "/"), strings.TrimLeft(s, "/"))
+		}
 		return nil, fmt.Errorf("target %q: %s", s, wantTarget)
 	}
 	var secure bool
@@ -63,6 +74,15 @@ func parseTarget(s string) (*Target, error) {
 			return nil, fmt.Errorf("target %q: the host must be ASCII: write an international name in its xn-- form", s)
 		}
 	}
+	if port != "" {
+		// One place, one spelling: ws://h:0080 is ws://h, and no port
+		// outside 1-65535 is a place at all.
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("target %q: port %s: want 1-65535", s, port)
+		}
+		port = strconv.Itoa(n)
+	}
 	if (port == "80" && !secure) || (port == "443" && secure) {
 		port = ""
 	}
@@ -82,6 +102,15 @@ func parseTarget(s string) (*Target, error) {
 		ws:   wsScheme + authority + prefix,
 		http: httpScheme + authority + prefix,
 	}, nil
+}
+
+// isScheme reports whether s is one of the schemes a target may have.
+func isScheme(s string) bool {
+	switch strings.ToLower(s) {
+	case "ws", "wss", "http", "https":
+		return true
+	}
+	return false
 }
 
 // MustParseTarget is like [ParseTarget] but panics on error. It is meant for

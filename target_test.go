@@ -25,6 +25,9 @@ func TestTargetNormalisation(t *testing.T) {
 		{"ws://[::1]:9000/p", "ws://[::1]:9000/p"},
 		{"ws://[::1]", "ws://[::1]"},
 		{"ws://b.example.com:443", "ws://b.example.com:443"},
+		{"ws://b.example.com:0080", "ws://b.example.com"}, // regression: two members for one place
+		{"wss://b.example.com:000443", "wss://b.example.com"},
+		{"ws://b.example.com:09001", "ws://b.example.com:9001"},
 	} {
 		tgt, err := ParseTarget(tc.in)
 		require.NoError(t, err, tc.in)
@@ -35,6 +38,24 @@ func TestTargetNormalisation(t *testing.T) {
 	assert.False(t, MustParseTarget("ws://b.example.com").Equal(nil))
 	_, err := ParseTarget("wss://bücher.example")
 	assert.EqualError(t, err, `wsredirect: target "wss://bücher.example": the host must be ASCII: write an international name in its xn-- form`)
+}
+
+// TestTargetErrors: what a user who mistyped a target reads (regressions:
+// ports 0 and 65536 accepted; "ws//host" got only the generic message).
+func TestTargetErrors(t *testing.T) {
+	for in, want := range map[string]string{
+		"ws://b.example.com:0":     `wsredirect: target "ws://b.example.com:0": port 0: want 1-65535`,
+		"ws://b.example.com:65536": `wsredirect: target "ws://b.example.com:65536": port 65536: want 1-65535`,
+		"ws://b.example.com:99999": `wsredirect: target "ws://b.example.com:99999": port 99999: want 1-65535`,
+		"ws//127.0.0.1:9090":       `wsredirect: target "ws//127.0.0.1:9090": a colon is missing after the scheme: want ws://127.0.0.1:9090`,
+		"WSS//chat.example.com":    `wsredirect: target "WSS//chat.example.com": a colon is missing after the scheme: want wss://chat.example.com`,
+		"127.0.0.1:9001":           `wsredirect: target "127.0.0.1:9001": no scheme: want ws://127.0.0.1:9001 or wss://127.0.0.1:9001`,
+		"localhost:9001":           `wsredirect: target "localhost:9001": no scheme: want ws://localhost:9001 or wss://localhost:9001`,
+		"ftp://b.example.com":      `wsredirect: target "ftp://b.example.com": scheme must be ws, wss, http or https: want a base URL such as ws://127.0.0.1:8080 or wss://chat.example.com`,
+	} {
+		_, err := ParseTarget(in)
+		assert.EqualError(t, err, want, in)
+	}
 }
 
 // TestLocationKeepsTheTargetsAuthority: whatever path a rule returns, the
