@@ -16,7 +16,7 @@ import (
 // Member is one node of a fleet, as every node of it is told.
 type Member struct {
 	// ID is the member's stable identity, which places it (package ring):
-	// required and unique. Keep it across restarts and address changes, or
+	// required, unique, printable UTF-8 of at most 256 bytes. Keep it across restarts and address changes, or
 	// its keys move.
 	ID string
 	// URL is the base URL clients are sent to, in the form [ParseTarget]
@@ -82,6 +82,8 @@ func newFleet(members []Member, self *Target, prev *fleet) (*fleet, error) {
 		switch {
 		case m.ID == "":
 			return nil, fmt.Errorf("member %d (URL %q) has no ID", slices.Index(members, *m), m.URL)
+		case !printable(m.ID, maxMemberID):
+			return nil, fmt.Errorf("member ID %q (URL %q): want printable UTF-8 of at most %d bytes (it becomes a metric label)", truncate(m.ID, 80), m.URL, maxMemberID)
 		case i > 0 && sorted[i-1].ID == m.ID:
 			return nil, fmt.Errorf("member ID %q is given twice", m.ID)
 		case m.Weight < 0:

@@ -70,8 +70,8 @@ type Options struct {
 	// the decision taken (Pass when nothing redirected or refused), before
 	// the response is written, with Decision.Close and Decision.Elapsed
 	// filled in. It runs on the request path: keep it fast. Metrics hook in
-	// here (package prom in this repository). Default: nil, which costs
-	// nothing.
+	// here (package prom in this repository). A panic in it is recovered
+	// and logged. Default: nil, which costs nothing.
 	OnDecision func(r *http.Request, d Decision)
 
 	// Logger receives what the middleware has to say: membership changes
@@ -225,13 +225,25 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *State) observe(r *http.Request, d *Decision, start time.Time) {
 	d.Elapsed = time.Since(start)
 	if s.onDecision != nil {
-		s.onDecision(r, *d)
+		s.report(r, *d)
 	}
 	if s.logger != nil && s.logger.Enabled(r.Context(), slog.LevelDebug) {
 		s.logger.LogAttrs(r.Context(), slog.LevelDebug, "wsredirect: upgrade decided",
 			slog.String("action", d.Action.String()), slog.String("rule", d.Rule), slog.String("target", d.Target.String()),
 			slog.String("member", d.Member), slog.Int("status", d.Status), slog.Bool("close", d.Close))
 	}
+}
+
+// report calls Options.OnDecision: a panic in it is the hook's bug, logged
+// with its stack, and must not take the upgrade down with it.
+func (s *State) report(r *http.Request, d Decision) {
+	defer func() {
+		if p := recover(); p != nil && s.logger != nil {
+			s.logger.LogAttrs(r.Context(), slog.LevelError, "wsredirect: OnDecision panicked",
+				slog.Any("panic", p), slog.String("stack", string(debug.Stack())))
+		}
+	}()
+	s.onDecision(r, d)
 }
 
 // mayUpgrade is the inlined fast path for ordinary requests: one header

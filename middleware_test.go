@@ -294,6 +294,14 @@ func TestNewErrors(t *testing.T) {
 		{"303 refused", Options{Rules: []Rule{ok.WithStatus(303)}}, "wsredirect: rule 0 (path): redirect status 303: use 301, 302, 307 or 308"},
 		{"200 refused", Options{Rules: []Rule{ok.WithStatus(200)}}, "redirect status 200"},
 		{"nil user func", Options{Rules: []Rule{NewRule("mine", nil)}}, "wsredirect: rule 0 (mine): nil RuleFunc"},
+		// Regression: names and IDs that are not UTF-8, or huge, became
+		// metric labels (the collector panicked on the request path).
+		{"rule name not UTF-8", Options{Rules: []Rule{NewRule("evil\xff\xfe", pass)}}, `name "evil\xff\xfe": want printable UTF-8 of at most 64 bytes (it becomes a metric label)`},
+		{"rule name with a newline", Options{Rules: []Rule{NewRule("a\nb", pass)}}, `name "a\nb": want printable UTF-8`},
+		{"rule name of 1 MiB", Options{Rules: []Rule{NewRule(strings.Repeat("x", 1<<20), pass)}}, `…": want printable UTF-8 of at most 64 bytes`},
+		{"empty rule name", Options{Rules: []Rule{NewRule("", pass)}}, `name "": want printable UTF-8`},
+		{"member ID not UTF-8", Options{Members: []Member{{ID: "evil\xff\xfe", URL: "ws://a:1"}}, Rules: []Rule{ok}}, `wsredirect: Options.Members: member ID "evil\xff\xfe" (URL "ws://a:1"): want printable UTF-8 of at most 256 bytes`},
+		{"member ID with a tab", Options{Members: []Member{{ID: "a\tb", URL: "ws://a:1"}}, Rules: []Rule{ok}}, `member ID "a\tb"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -304,6 +312,22 @@ func TestNewErrors(t *testing.T) {
 		})
 	}
 	assert.PanicsWithError(t, "wsredirect: no rules: Options.Rules is empty", func() { MustNew(Options{}) })
+}
+
+var pass = func(*http.Request, *State) Decision { return Decision{} }
+
+// TestOnDecisionPanic: a panicking hook is logged with its stack and the
+// upgrade is answered all the same.
+func TestOnDecisionPanic(t *testing.T) {
+	var buf bytes.Buffer
+	mw := MustNew(Options{
+		Rules:      []Rule{Path("wss://b.example.com", "/*")},
+		OnDecision: func(*http.Request, Decision) { panic("hook bug") },
+		Logger:     slog.New(slog.NewTextHandler(&buf, nil)),
+	})
+	w := run(t, mw, upgradeTo("http://a.example.com/x"))
+	assert.Equal(t, http.StatusTemporaryRedirect, w.Code)
+	assert.Contains(t, buf.String(), `level=ERROR msg="wsredirect: OnDecision panicked" panic="hook bug" stack=`)
 }
 
 func TestOnDecision(t *testing.T) {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Action is what a [Decision] does with an upgrade request.
@@ -84,12 +86,46 @@ type Rule struct {
 }
 
 // NewRule names a user rule; the name is reported to Options.OnDecision.
+// The name must be printable UTF-8 of at most 64 bytes: it becomes a metric
+// label and a log field.
 func NewRule(name string, fn RuleFunc) Rule {
 	r := Rule{name: name, fn: fn}
-	if fn == nil {
+	switch {
+	case fn == nil:
 		r.err = errors.New("nil RuleFunc")
+	case !printable(name, maxRuleName):
+		r.name = "user rule"
+		r.err = fmt.Errorf("name %q: want printable UTF-8 of at most %d bytes (it becomes a metric label)", truncate(name, 80), maxRuleName)
 	}
 	return r
+}
+
+// Bounds of the names that become metric labels and log fields.
+const (
+	maxRuleName = 64
+	maxMemberID = 256
+)
+
+// printable reports whether s is non-empty, valid UTF-8 of at most max
+// bytes with no control or other unprintable characters.
+func printable(s string, max int) bool {
+	if s == "" || len(s) > max || !utf8.ValidString(s) {
+		return false
+	}
+	for _, c := range s {
+		if !unicode.IsPrint(c) {
+			return false
+		}
+	}
+	return true
+}
+
+// truncate cuts s to at most n bytes for an error message.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // Name returns the rule's name.
