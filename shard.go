@@ -2,10 +2,12 @@ package wsredirect
 
 import (
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/textproto"
 	"net/url"
 	"strings"
+	"sync/atomic"
 
 	"github.com/wsredirect/wsredirect/ring"
 )
@@ -44,9 +46,16 @@ func CookieKey(name string) KeyFunc {
 // PathValueKey takes the key from the wildcard name of the route that
 // matched ([http.Request.PathValue]): a net/http ServeMux pattern
 // ("/rooms/{room}") or a chi v5 route, which sets path values too. Routers
-// set them while routing, so mount the middleware on the route (chi's
-// r.With, or the ServeMux pattern's handler); under a top-level r.Use the
-// value does not exist yet.
+// set them while routing, so wrap the route's own handler:
+//
+//	mux.Handle("GET /rooms/{room}", mw.Handler(chat))     // ServeMux
+//	r.With(mw.Handler).Get("/rooms/{room}", chat)          // chi
+//
+// These find no key, and so shard nothing (the first such upgrade is
+// logged at Warn): mw.Handler(mux) around a whole ServeMux, chi's r.Use
+// (mw.Handler) in the router or sub-router that holds the route (r.Route,
+// r.Mount), and a pattern whose wildcard has another name ({id} for
+// PathValueKey("room")).
 func PathValueKey(name string) KeyFunc {
 	return func(r *http.Request) (string, bool) {
 		v := r.PathValue(name)
@@ -82,14 +91,20 @@ func FirstKey(fns ...KeyFunc) KeyFunc {
 // could take a key is draining, the request is refused with 503 and
 // Options.DrainRetryAfter. A request without a key is left to the next rule
 // (and then to the app): use [FirstKey] with a fallback to give such
-// requests an owner instead.
+// requests an owner instead. The first such request is logged at Warn
+// (Options.Logger), since a mounting that hides the key from the rule turns
+// sharding off: see [PathValueKey].
 func Shard(key KeyFunc) Rule {
 	if key == nil {
 		return Rule{name: "shard", err: errors.New("nil KeyFunc")}
 	}
+	var warned atomic.Bool
 	r := NewRule("shard", func(r *http.Request, s *State) Decision {
 		k, ok := key(r)
 		if !ok {
+			if s.logger != nil && !warned.Load() && warned.CompareAndSwap(false, true) {
+				s.logger.LogAttrs(r.Context(), slog.LevelWarn, noKeyWarning, slog.String("rule", "shard"), slog.String("path", r.URL.Path))
+			}
 			return Decision{}
 		}
 		owner := s.owner(ring.Hash(k))
@@ -101,6 +116,16 @@ func Shard(key KeyFunc) Rule {
 	r.needsMembers = true
 	return r
 }
+
+// noKeyWarning is logged the first time a Shard rule finds no key: such an
+// upgrade goes to the app on whichever node it reached, so a mounting that
+// never shows the key to the rule turns sharding off without an error.
+const noKeyWarning = "wsredirect: a Shard rule found no key in an upgrade, which is served here unsharded " +
+	"(logged once per rule). PathValueKey sees a pattern's values only when the middleware wraps the route's own " +
+	"handler: mux.Handle(\"GET /rooms/{room}\", mw.Handler(h)) or chi's r.With(mw.Handler).Get(\"/rooms/{room}\", h), " +
+	"not mw.Handler(mux) or r.Use(mw.Handler) above the route; the name must be the pattern's ({room} for " +
+	"PathValueKey(\"room\")). QueryKey, HeaderKey, CookieKey: the client sent none. Give keyless upgrades an owner " +
+	"with FirstKey and a fallback."
 
 // queryValue returns the first value of name in a raw query, unescaping only
 // when it has to.

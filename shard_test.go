@@ -1,9 +1,12 @@
 package wsredirect
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -73,6 +76,89 @@ func TestPathValueKeyInChi(t *testing.T) {
 	})
 	r.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/rooms/42", nil))
 	assert.Equal(t, "42", got)
+}
+
+// TestShardMountings: the mountings a user writes, in chi and ServeMux side
+// by side: those that wrap the route's own handler shard; those that wrap
+// a router above the route find no key, serve every room here, and say so
+// once at Warn (regression: only a Debug line).
+func TestShardMountings(t *testing.T) {
+	chat := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "served here") })
+	for _, tc := range []struct {
+		name   string
+		mount  func(mw *Middleware) http.Handler
+		shards bool
+	}{
+		{"ServeMux: mux.Handle(pattern, mw.Handler(h))", func(mw *Middleware) http.Handler {
+			mux := http.NewServeMux()
+			mux.Handle("GET /rooms/{room}", mw.Handler(chat))
+			return mux
+		}, true},
+		{"chi: r.With(mw.Handler).Get(pattern, h)", func(mw *Middleware) http.Handler {
+			r := chi.NewRouter()
+			r.With(mw.Handler).Get("/rooms/{room}", chat)
+			return r
+		}, true},
+		{"chi: r.Route with r.With inside", func(mw *Middleware) http.Handler {
+			r := chi.NewRouter()
+			r.Route("/rooms", func(r chi.Router) { r.With(mw.Handler).Get("/{room}", chat) })
+			return r
+		}, true},
+		{"ServeMux: mw.Handler(mux) around it all", func(mw *Middleware) http.Handler {
+			mux := http.NewServeMux()
+			mux.Handle("GET /rooms/{room}", chat)
+			return mw.Handler(mux)
+		}, false},
+		{"ServeMux: a pattern with another name", func(mw *Middleware) http.Handler {
+			mux := http.NewServeMux()
+			mux.Handle("GET /rooms/{id}", mw.Handler(chat))
+			return mux
+		}, false},
+		{"chi: r.Use(mw.Handler) in the router", func(mw *Middleware) http.Handler {
+			r := chi.NewRouter()
+			r.Use(mw.Handler)
+			r.Get("/rooms/{room}", chat)
+			return r
+		}, false},
+		{"chi: r.Use inside r.Route", func(mw *Middleware) http.Handler {
+			r := chi.NewRouter()
+			r.Route("/rooms", func(r chi.Router) { r.Use(mw.Handler); r.Get("/{room}", chat) })
+			return r
+		}, false},
+		{"chi: r.Use inside a mounted sub-router", func(mw *Middleware) http.Handler {
+			sub := chi.NewRouter()
+			sub.Use(mw.Handler)
+			sub.Get("/{room}", chat)
+			r := chi.NewRouter()
+			r.Mount("/rooms", sub)
+			return r
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			mw := MustNew(Options{Self: abc[1].URL, Members: abc, Rules: []Rule{Shard(PathValueKey("room"))},
+				Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			h := tc.mount(mw)
+			key := keysOwnedBy(t, mw.State().fleet, "c", 1)[0]
+			for range 3 {
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, upgradeTo("http://b.example.com/rooms/"+key))
+				if tc.shards {
+					assert.Equal(t, http.StatusTemporaryRedirect, w.Code, "sent to the owner")
+					assert.Equal(t, "wss://c.example.com/rooms/"+key, w.Header().Get("Location"))
+				} else {
+					assert.Equal(t, "served here", w.Body.String(), "no key: every node serves every room")
+				}
+			}
+			if tc.shards {
+				assert.NotContains(t, logs.String(), "found no key")
+			} else {
+				assert.Equal(t, 1, strings.Count(logs.String(), "level=WARN"), "warned once per rule: %s", logs.String())
+				assert.Contains(t, logs.String(), `msg="wsredirect: a Shard rule found no key in an upgrade, which is served here unsharded`)
+				assert.Contains(t, logs.String(), "path=/rooms/"+key)
+			}
+		})
+	}
 }
 
 // lobby is a fallback key func, as the FirstKey doc shows it.
