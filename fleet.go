@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -167,6 +168,34 @@ func (f *fleet) target(m *Member) (*Target, error) {
 		return nil, fmt.Errorf("URL %s is too long to carry in a close frame (at most %d bytes)", t, wire.MaxReason-len("wsr1 ="))
 	}
 	return t, nil
+}
+
+// checkSelf refuses a Self that is not any member's URL but names the
+// same loopback socket as one (ws://localhost:9001 for ws://127.0.0.1:9001):
+// such a node does not know itself and redirects its own keys to itself. A
+// Self that is simply not a member may be a node that has not joined yet,
+// or a front door; a node that redirects to itself is warned about when it
+// does (State.warnLoop).
+func (f *fleet) checkSelf(self *Target) error {
+	if self == nil || f.self >= 0 {
+		return nil
+	}
+	for i, t := range f.targets {
+		if t.port == self.port && t.prefixed == self.prefixed && loopbackName(t.host) && loopbackName(self.host) {
+			return errorf("Options.Self %s and member %s's URL %s name the same place: spell Self as the member does, "+
+				"or the node redirects its own keys to itself", self, f.members[i].ID, t)
+		}
+	}
+	return nil
+}
+
+// loopbackName reports whether host is a name of this machine's loopback.
+func loopbackName(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
 }
 
 // memberIndex finds id in members sorted by ID, or returns -1.

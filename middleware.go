@@ -24,7 +24,10 @@ type Options struct {
 	// [ParseTarget] takes, such as "ws://127.0.0.1:8080". A redirect to Self
 	// that keeps the request's path is served here instead, so every node
 	// of a fleet can run the same rules; one that rewrites the path is
-	// still sent. Default: none, every redirect is sent.
+	// still sent. A node of a fleet must spell Self as its member's URL
+	// (New refuses another name of the same loopback socket, and a node
+	// that redirects clients to itself says so at Warn); a front door that
+	// is no member leaves it empty. Default: none, every redirect is sent.
 	Self string
 
 	// Mode says how decisions reach clients: a status code, or a close frame
@@ -97,6 +100,7 @@ type State struct {
 	origins        []originPattern
 
 	fleet           *fleet
+	loopWarned      *atomic.Bool // shared by the States of one Middleware
 	drainRetryAfter time.Duration
 	moveGrace       time.Duration
 	now             func() time.Time
@@ -136,6 +140,7 @@ func New(opts Options) (*Middleware, error) {
 		mode:            opts.Mode,
 		drainRetryAfter: opts.DrainRetryAfter,
 		moveGrace:       cmp.Or(opts.MoveGrace, defaultMoveGrace),
+		loopWarned:      new(atomic.Bool),
 		now:             time.Now,
 	}
 	if s.drainRetryAfter == 0 {
@@ -162,6 +167,9 @@ func New(opts Options) (*Middleware, error) {
 		return nil, errorf("Options.Members: %v", err)
 	}
 	if s.rules, err = checkRules(opts.Rules, s.fleet); err != nil {
+		return nil, err
+	}
+	if err := s.fleet.checkSelf(s.self); err != nil {
 		return nil, err
 	}
 	m := &Middleware{}
@@ -348,6 +356,9 @@ func (s *State) decide(r *http.Request) Decision {
 				return s.ruleBug(r, d, fmt.Sprintf("redirect status %d: use 301, 302, 307 or 308", d.Status))
 			}
 			d.Status = redirectStatus(d.Status, r.Method)
+			if (d.Path == "" || d.Path == r.URL.EscapedPath()) && d.Target.isNodeOf(r) {
+				s.warnLoop(r, d)
+			}
 		case Refuse:
 			if d.Status == 0 {
 				d.Status = http.StatusServiceUnavailable
@@ -360,6 +371,18 @@ func (s *State) decide(r *http.Request) Decision {
 		return d
 	}
 	return Decision{}
+}
+
+// warnLoop says, once, that a rule sends a client back to the node it came
+// to: Options.Self is unset or spelt otherwise than the member's URL, so
+// this node does not know itself, and its clients see a redirect loop.
+func (s *State) warnLoop(r *http.Request, d Decision) {
+	if s.logger == nil || s.loopWarned.Load() || !s.loopWarned.CompareAndSwap(false, true) {
+		return
+	}
+	s.logger.LogAttrs(r.Context(), slog.LevelWarn, "wsredirect: a rule redirects clients to the node they came to: "+
+		"is Options.Self this node's URL, spelt as its member's? (logged once)",
+		slog.String("rule", d.Rule), slog.String("target", d.Target.String()), slog.String("self", s.self.String()), slog.String("host", r.Host))
 }
 
 // run asks one rule, turning its panic into a value: a user rule's bug

@@ -301,6 +301,12 @@ func TestNewErrors(t *testing.T) {
 		{"rule name of 1 MiB", Options{Rules: []Rule{NewRule(strings.Repeat("x", 1<<20), pass)}}, `…": want printable UTF-8 of at most 64 bytes`},
 		{"empty rule name", Options{Rules: []Rule{NewRule("", pass)}}, `name "": want printable UTF-8`},
 		{"member ID not UTF-8", Options{Members: []Member{{ID: "evil\xff\xfe", URL: "ws://a:1"}}, Rules: []Rule{ok}}, `wsredirect: Options.Members: member ID "evil\xff\xfe" (URL "ws://a:1"): want printable UTF-8 of at most 256 bytes`},
+		// Regression: a node whose Self is not its member's URL redirected
+		// its own keys to itself, logging nothing above Debug.
+		{"Self spelt otherwise than its member", Options{Self: "ws://localhost:9001", Members: []Member{{ID: "a", URL: "ws://127.0.0.1:9001"}, {ID: "b", URL: "ws://127.0.0.1:9002"}}, Rules: []Rule{Shard(QueryKey("room"))}},
+			"wsredirect: Options.Self ws://localhost:9001 and member a's URL ws://127.0.0.1:9001 name the same place: spell Self as the member does, or the node redirects its own keys to itself"},
+		{"Self as IPv6 loopback for an IPv4 member", Options{Self: "ws://[::1]:9001", Members: []Member{{ID: "a", URL: "ws://127.0.0.1:9001"}}, Rules: []Rule{Shard(QueryKey("room"))}},
+			"name the same place"},
 		{"member ID with a tab", Options{Members: []Member{{ID: "a\tb", URL: "ws://a:1"}}, Rules: []Rule{ok}}, `member ID "a\tb"`},
 	}
 	for _, tc := range tests {
@@ -315,6 +321,45 @@ func TestNewErrors(t *testing.T) {
 }
 
 var pass = func(*http.Request, *State) Decision { return Decision{} }
+
+// TestRedirectToItselfWarns: a node that does not know itself (Self unset,
+// or spelt otherwise than its member) redirects its own keys to itself; it
+// says so once at Warn, whether the client used the member's spelling or
+// another name of the same socket.
+func TestRedirectToItselfWarns(t *testing.T) {
+	for _, spelling := range []string{"127.0.0.1", "localhost"} {
+		t.Run(spelling, func(t *testing.T) {
+			var logs bytes.Buffer
+			srv := httptest.NewUnstartedServer(nil)
+			self := Member{ID: "a", URL: "ws://" + strings.Replace(srv.Listener.Addr().String(), "127.0.0.1", spelling, 1)}
+			mw := MustNew(Options{Members: []Member{self}, Rules: []Rule{Shard(QueryKey("room"))}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			srv.Config.Handler = mw.Handler(nop)
+			srv.Start()
+			defer srv.Close()
+			for range 3 {
+				req, err := http.NewRequest(http.MethodGet, srv.URL+"/rooms?room=1", nil)
+				require.NoError(t, err)
+				for k, v := range upgradeRequest().Header {
+					req.Header[k] = v
+				}
+				resp, err := http.DefaultTransport.RoundTrip(req)
+				require.NoError(t, err)
+				resp.Body.Close()
+				assert.Equal(t, http.StatusTemporaryRedirect, resp.StatusCode)
+			}
+			assert.Equal(t, 1, strings.Count(logs.String(), "level=WARN"), logs.String())
+			assert.Contains(t, logs.String(), `msg="wsredirect: a rule redirects clients to the node they came to: is Options.Self this node's URL, spelt as its member's? (logged once)" rule=shard target=`+self.URL)
+		})
+	}
+	// A node that knows itself serves its keys, and a rewrite to itself is
+	// no loop: neither warns.
+	var logs bytes.Buffer
+	mw := MustNew(Options{Self: "wss://a.example.com", Members: abc, Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		Rules: []Rule{PathRewrite("wss://a.example.com", "/v1/*", "/v2"), Shard(QueryKey("room"))}})
+	run(t, mw, upgradeTo("http://a.example.com/v1/x"))
+	run(t, mw, upgradeTo("http://a.example.com/rooms?room=1"))
+	assert.NotContains(t, logs.String(), "WARN")
+}
 
 // TestOnDecisionPanic: a panicking hook is logged with its stack and the
 // upgrade is answered all the same.

@@ -3,6 +3,7 @@ package wsredirect
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -16,6 +17,12 @@ type Target struct {
 	// Base URLs without a trailing slash in both scheme families; ws is
 	// also the target's identity.
 	ws, http string
+	// The parts a request to this very node would show: the Host header
+	// clients send (default port dropped), the host alone, the port
+	// (default included) and whether there is a path prefix.
+	authority, host string
+	port            int
+	prefixed        bool
 }
 
 // ParseTarget parses a base URL such as "wss://b.example.com" or
@@ -83,6 +90,13 @@ func parseTarget(s string) (*Target, error) {
 		}
 		port = strconv.Itoa(n)
 	}
+	portN := 80
+	if secure {
+		portN = 443
+	}
+	if port != "" {
+		portN, _ = strconv.Atoi(port)
+	}
 	if (port == "80" && !secure) || (port == "443" && secure) {
 		port = ""
 	}
@@ -99,8 +113,12 @@ func parseTarget(s string) (*Target, error) {
 		wsScheme, httpScheme = "wss://", "https://"
 	}
 	return &Target{
-		ws:   wsScheme + authority + prefix,
-		http: httpScheme + authority + prefix,
+		ws:        wsScheme + authority + prefix,
+		http:      httpScheme + authority + prefix,
+		authority: authority,
+		host:      host,
+		port:      portN,
+		prefixed:  prefix != "",
 	}, nil
 }
 
@@ -135,6 +153,27 @@ func (t *Target) String() string {
 // port and path prefix).
 func (t *Target) Equal(u *Target) bool {
 	return t != nil && u != nil && t.ws == u.ws
+}
+
+// isNodeOf reports whether t names the node that received r, at the path it
+// asked for: the Host it was sent with, or the very socket it came in on (a
+// loopback name for a loopback listener counts). A redirect there only
+// brings the client back.
+func (t *Target) isNodeOf(r *http.Request) bool {
+	if t.prefixed {
+		return false
+	}
+	if strings.EqualFold(t.authority, r.Host) {
+		return true
+	}
+	a, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr)
+	if !ok || a.Port != t.port {
+		return false
+	}
+	if ip := net.ParseIP(strings.Trim(t.host, "[]")); ip != nil {
+		return ip.Equal(a.IP)
+	}
+	return t.host == "localhost" && a.IP.IsLoopback()
 }
 
 // location builds the absolute URL a client is sent to: the target's base,
