@@ -47,6 +47,12 @@ var scriptETag = func() string {
 //	ws.addEventListener("redirect", (e) => console.log("moved to", e.detail.to));
 //	</script>
 //
+// A page of another origin may import it (the file is served with
+// "Access-Control-Allow-Origin: *"); its WebSockets then need two more
+// things: its origin in Options.Origins, for the middleware's close-frame
+// answers, and in the app's own upgrader's CheckOrigin, for the connection
+// it serves.
+//
 // The file is also in this module's source tree as js/wsredirect.js, for
 // bundlers or copying.
 func ScriptHandler() http.Handler {
@@ -61,6 +67,11 @@ func ScriptHandler() http.Handler {
 		h.Set("Cache-Control", "no-cache")
 		h.Set("ETag", scriptETag)
 		h.Set("X-Content-Type-Options", "nosniff")
+		// A module imported by a page of another origin needs CORS. The
+		// file is public and the same for everyone, and "*" never carries
+		// credentials, so any origin may have it.
+		h.Set("Access-Control-Allow-Origin", "*")
+		h.Set("Cross-Origin-Resource-Policy", "cross-origin")
 		// ServeContent answers If-None-Match with 304 and handles HEAD and
 		// ranges; a zero modtime sends no Last-Modified.
 		http.ServeContent(w, r, "wsredirect.js", time.Time{}, bytes.NewReader(script))

@@ -60,6 +60,7 @@ func TestScriptHandler(t *testing.T) {
 			}
 			assert.Equal(t, etag, res.Header.Get("ETag"))
 			assert.Equal(t, "no-cache", res.Header.Get("Cache-Control"))
+			assert.Equal(t, "*", res.Header.Get("Access-Control-Allow-Origin"), "pages of other origins may import it (regression: no CORS)")
 			if tc.wantCode == http.StatusOK {
 				assert.Equal(t, "text/javascript; charset=utf-8", res.Header.Get("Content-Type"))
 			}
