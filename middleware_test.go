@@ -322,6 +322,23 @@ func TestNewErrors(t *testing.T) {
 
 var pass = func(*http.Request, *State) Decision { return Decision{} }
 
+// TestStripPrefixKeepsThePath (regression: behind http.StripPrefix the
+// prefix was dropped from the Location, so the client asked the next node
+// for a path it does not serve).
+func TestStripPrefixKeepsThePath(t *testing.T) {
+	mw := MustNew(Options{Rules: []Rule{Path("wss://b.example.com", "/rooms/*")}})
+	h := http.StripPrefix("/api", mw.Handler(nop))
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, upgradeTo("http://a.example.com/api/rooms/1?token=x"))
+	assert.Equal(t, http.StatusTemporaryRedirect, w.Code, "the rule matches the path below the prefix")
+	assert.Equal(t, "wss://b.example.com/api/rooms/1?token=x", w.Header().Get("Location"), "the client's own path")
+
+	// A member URL's path is a prefix before the request's.
+	mw = MustNew(Options{Rules: []Rule{Path("ws://b:9001/edge", "/*")}})
+	w = run(t, mw, upgradeTo("http://a.example.com/chat?room=2"))
+	assert.Equal(t, "ws://b:9001/edge/chat?room=2", w.Header().Get("Location"))
+}
+
 // TestRedirectToItselfWarns: a node that does not know itself (Self unset,
 // or spelt otherwise than its member) redirects its own keys to itself; it
 // says so once at Warn, whether the client used the member's spelling or

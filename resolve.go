@@ -53,7 +53,8 @@ func (m *Middleware) ResolveHandler() http.Handler {
 			body.RetryAfter = &secs
 			h.Set("Retry-After", strconv.FormatInt(secs, 10))
 		case d.Target != nil:
-			loc := location(r, d, false)
+			// The path to resolve is below the handler's own prefix.
+			loc := location(r, d, false, r.URL.EscapedPath())
 			body.URL = &loc
 		}
 		w.WriteHeader(status)

@@ -39,7 +39,7 @@ const (
 func (s *State) respond(w http.ResponseWriter, r *http.Request, d Decision) {
 	switch {
 	case d.Close && d.Action == Redirect:
-		msg, reason := wire.EncodeRedirect(location(r, d, s.httpLocation))
+		msg, reason := wire.EncodeRedirect(location(r, d, s.httpLocation, requestPath(r)))
 		s.closeWith(w, r, msg, wire.CloseRedirect, reason)
 	case d.Close:
 		s.closeWith(w, r, "", wire.CloseRetry, wire.EncodeRetry(d.RetryAfter))
@@ -79,13 +79,37 @@ var (
 	textPlain = []string{"text/plain; charset=utf-8"}
 )
 
-// location is where d sends the client of r.
-func location(r *http.Request, d Decision, httpScheme bool) string {
-	path := d.Path
-	if path == "" {
-		path = r.URL.EscapedPath()
+// location is where d sends the client of r, whose escaped path is path
+// (see requestPath) unless d rewrites it.
+func location(r *http.Request, d Decision, httpScheme bool, path string) string {
+	if d.Path != "" {
+		path = d.Path
 	}
 	return d.Target.location(httpScheme, path, r.URL.RawQuery)
+}
+
+// requestPath is the escaped path the client asked for: the request line's,
+// which a handler in front (http.StripPrefix) may have shortened in r.URL,
+// since the client must ask the next node for the same path.
+func requestPath(r *http.Request) string {
+	u := r.RequestURI
+	if u != "" && u[0] != '/' {
+		// The absolute form, scheme://authority/path.
+		if _, rest, ok := strings.Cut(u, "://"); ok {
+			if i := strings.IndexByte(rest, '/'); i >= 0 {
+				u = rest[i:]
+			} else {
+				u = "/"
+			}
+		}
+	}
+	if u == "" || u[0] != '/' {
+		return r.URL.EscapedPath()
+	}
+	if i := strings.IndexByte(u, '?'); i >= 0 {
+		return u[:i]
+	}
+	return u
 }
 
 // redirectStatus keeps the method of an RFC 8441 CONNECT: 301 and 302 let
@@ -106,7 +130,7 @@ func redirectStatus(configured int, method string) int {
 // cacheable, so every redirect says no-store: a moved room must not stick.
 func writeRedirect(w http.ResponseWriter, r *http.Request, d Decision, httpScheme bool) {
 	h := w.Header()
-	h["Location"] = []string{location(r, d, httpScheme)}
+	h["Location"] = []string{location(r, d, httpScheme, requestPath(r))}
 	h["Cache-Control"] = noStore
 	h["Content-Type"] = textPlain
 	w.WriteHeader(d.Status)

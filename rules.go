@@ -44,7 +44,10 @@ type Decision struct {
 	// here instead: Decide reports it as Pass with Target and Rule set.
 	Target *Target
 	// Path, when not empty, replaces the request's escaped path in the
-	// Location; the query string is always kept.
+	// Location; the query string is always kept. By default the Location
+	// has the path the client asked for, from the request line, so an
+	// http.StripPrefix in front of the middleware does not lose it; a
+	// target's own path goes before it.
 	Path string
 	// Status is the response code. For Redirect: 301, 302, 307 or 308 (an
 	// RFC 8441 CONNECT gets 307 for 302 and 308 for 301, which keep its

@@ -58,8 +58,10 @@ type Options struct {
 	// Scheme is the scheme of the members' URLs: "ws" or "wss". Required:
 	// clients of a page served over https need wss.
 	Scheme string
-	// Path, when set, is the path prefix of the members' URLs, such as
-	// "/chat". Default: none.
+	// Path, when set, is a path prefix of the members' URLs, such as
+	// "/edge": a redirect puts the request's own path after it
+	// (/rooms/1 → ws://b:9001/edge/rooms/1), so set it only when the nodes
+	// serve under a prefix the clients' URLs do not have. Default: none.
 	Path string
 
 	// Interval is the time between lookups, and the longest a lookup may

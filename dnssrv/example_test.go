@@ -21,7 +21,6 @@ func ExampleWatch() {
 		Service: "ws",
 		Name:    "chat.default.svc.cluster.local.",
 		Scheme:  "ws",
-		Path:    "/chat",
 	}
 	ctx := context.Background()
 
@@ -31,8 +30,10 @@ func ExampleWatch() {
 		log.Fatal(err)
 	}
 	mw, err := wsredirect.New(wsredirect.Options{
-		// This pod's URL as dnssrv builds it: scheme://target:port/path.
-		Self:    "ws://" + os.Getenv("POD_NAME") + ".chat.default.svc.cluster.local:9001/chat",
+		// This pod's URL as dnssrv builds it: scheme://target:port. Clients
+		// dial ws://…:9001/chat?room=42; the path follows the member's URL
+		// in a redirect, so the URL carries none.
+		Self:    "ws://" + os.Getenv("POD_NAME") + ".chat.default.svc.cluster.local:9001",
 		Members: members,
 		Rules:   []wsredirect.Rule{wsredirect.Shard(wsredirect.QueryKey("room"))},
 	})
@@ -52,5 +53,6 @@ func ExampleWatch() {
 	chat := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Upgrade and serve the room here.
 	})
-	log.Fatal(http.ListenAndServe(":9001", mw.Handler(chat)))
+	http.Handle("GET /chat", mw.Handler(chat))
+	log.Fatal(http.ListenAndServe(":9001", nil))
 }
