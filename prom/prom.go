@@ -21,8 +21,8 @@
 //	wsredirect_self_draining                                     gauge: 1 while this node drains
 //	wsredirect_self_drain_ratio                                  gauge: share of its keys handed off
 //	wsredirect_tracked_connections                               gauge: Middleware.Tracked
-//	wsredirect_connections_moved_total                           counter: moved by MoveConns
-//	wsredirect_connections_cut_total                             counter: cut by MoveConns
+//	wsredirect_connections_moved_total                           counter: tracked connections moved
+//	wsredirect_connections_cut_total                             counter: tracked connections cut
 //
 // rule is the name of the rule that decided ("" when none did), member the
 // fleet member a Shard rule chose ("" for other targets), code the HTTP
@@ -172,9 +172,9 @@ func New() *Collector {
 		tracked: prometheus.NewDesc("wsredirect_tracked_connections",
 			"Open WebSocket connections registered with Track.", nil, nil),
 		moved: prometheus.NewDesc("wsredirect_connections_moved_total",
-			"Tracked connections sent a close frame naming their new owner by MoveConns.", nil, nil),
+			"Tracked connections the middleware moved as their key's owner changed: sent their close frame or cue.", nil, nil),
 		cut: prometheus.NewDesc("wsredirect_connections_cut_total",
-			"Tracked connections MoveConns closed because their close frame could not be written in time.", nil, nil),
+			"Tracked connections the middleware closed under the app because their move's close frame or cue could not be written in time.", nil, nil),
 	}
 	c.fast.Store(&map[fastKey]prometheus.Counter{})
 	c.series = map[seriesKey]prometheus.Counter{}
@@ -247,9 +247,10 @@ func (c *Collector) add(k seriesKey) prometheus.Counter {
 }
 
 // Watch makes the Collector report mw's fleet and live connections when it
-// is scraped: members, drains, tracked connections and the connections
-// MoveConns moved and cut. Until then those metrics are left out; a later
-// Watch replaces mw, and Watch(nil) stops reporting them.
+// is scraped: members, drains, tracked connections and how many of them
+// the middleware moved, or cut, as their keys' owners changed (see
+// [wsredirect.Middleware.Moves]). Until then those metrics are left out; a
+// later Watch replaces mw, and Watch(nil) stops reporting them.
 func (c *Collector) Watch(mw *wsredirect.Middleware) {
 	c.mw.Store(mw)
 }

@@ -12,7 +12,8 @@
 //     through a remembered redirect, and through an NGINX WebSocket proxy;
 //  3. after the redirect: echo round trips, messages/s and server CPU per
 //     message, direct against proxied;
-//  4. live drain: MoveConns moving 5,000 open connections to their owners;
+//  4. live drain: a drain's ramp moving 5,000 open connections to their
+//     owners, the middleware moving each by itself;
 //  5. scale: Decide at 8/64/1024 members and memory per live connection.
 //
 // Variants of a scenario are interleaved within each round, the rounds are
@@ -67,7 +68,8 @@ type config struct {
 	msgDuration time.Duration // scenario 3: each throughput run
 
 	drainConns  int           // scenario 4: connections on the drained node
-	drainWindow time.Duration // scenario 4: the drain's deadline
+	drainRamp   time.Duration // scenario 4: the drain's ramp
+	drainWindow time.Duration // scenario 4: the bound for every client to be back
 
 	decideIters int // scenario 5: decisions per timing
 	trackConns  int // scenario 5: live connections the memory figure is taken at
@@ -87,6 +89,7 @@ func defaultConfig() config {
 		msgConns:    64,
 		msgDuration: 3 * time.Second,
 		drainConns:  5000,
+		drainRamp:   drainRamp,
 		drainWindow: 10 * time.Second,
 		decideIters: 300_000,
 		trackConns:  10000,
@@ -108,6 +111,7 @@ func quickConfig() config {
 		msgConns:    4,
 		msgDuration: 300 * time.Millisecond,
 		drainConns:  60,
+		drainRamp:   drainRamp,
 		drainWindow: 10 * time.Second,
 		decideIters: 3000,
 		trackConns:  100,

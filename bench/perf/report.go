@@ -131,11 +131,15 @@ What the rows measure:
    direct; the echo server plus the NGINX worker when proxied, from /proc/<pid>/stat). The rate is bounded by
    whichever core saturates first (perf's progress shows how busy each side was); the CPU per round trip is the
    server's capacity, whatever the client. A redirect is paid once per connection; a proxy, on every message.
-4. **Live drain** — a node holding 5,000 open connections (client.Conn, reading) drains: every node is told
-   DrainMember, and MoveConns with its default pacing (batches of 1,000, pauses drawn from 0.5–1.5 s) sends each
-   connection a close frame naming its new owner. The time runs from MoveConns' start until the last client is
-   open again on its owner, within the drain window (MoveConns' deadline); the peak is the most reconnects one
-   receiving node accepted in a 100 ms bucket, per second. Each round is a fresh process on both cores.
+4. **Live drain** — a node holding 5,000 open connections (client.Conn, reading; tracked with Track and a
+   GorillaConn) drains: every node is told DrainMember with a 4 s ramp, and nothing else is called. The drained
+   node's middleware moves each connection by itself as the ramp hands its key off, with a close frame naming its
+   new owner. The time runs from the drain's start until the last client is open again on its owner, within the
+   10 s window; moved and cut are the drained node's Moves(), and the row is met only when every connection was
+   moved, none cut and none lost. The ramp spans what MoveConns' default pacing took before (batches of 1,000,
+   four pauses drawn from 0.5–1.5 s), so the time compares with earlier tables; the peak, the most reconnects one
+   receiving node accepted in a 100 ms bucket, per second, does not: a ramp moves keys every 100 ms rather than
+   1,000 at once. Each round is a fresh process on both cores.
 5. **Scale** — Decide on a prebuilt upgrade request by a Shard rule at 8, 64 and 1,024 members (ns and
    allocations per decision), and the server's memory per live connection at 10,000 connections, each upgraded
    (gorilla), registered with Track and read by its own goroutine, in a server process of its own: live heap

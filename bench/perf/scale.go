@@ -191,8 +191,9 @@ func (h *harness) memRound(ctx context.Context, n int) (heap, stack float64, err
 	return heap, stack, nil
 }
 
-// trackCost is the live heap one Track registration adds, the untrack func
-// kept as an app keeps it, measured over n registrations.
+// trackCost is the live heap one Track registration adds, its GorillaConn
+// adapter and the untrack func kept as an app keeps them, measured over n
+// registrations. Nothing moves them, so the adapters need no connection.
 func trackCost(n int) float64 {
 	mw := wsredirect.MustNew(wsredirect.Options{Rules: []wsredirect.Rule{wsredirect.Path("ws://127.0.0.1:9001", "/elsewhere")}})
 	keys := make([]string, n)
@@ -202,7 +203,7 @@ func trackCost(n int) float64 {
 	untrack := make([]func(), n)
 	before := readMem(0)
 	for i := range keys {
-		untrack[i] = mw.Track(keys[i], nil)
+		untrack[i] = mw.Track(keys[i], wsredirect.GorillaConn(nil, nil))
 	}
 	after := readMem(mw.Tracked())
 	runtime.KeepAlive(untrack)

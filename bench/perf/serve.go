@@ -291,7 +291,7 @@ func serveTrack() error {
 			return
 		}
 		defer c.Close()
-		defer mw.Track(r.URL.Query().Get("room"), c)()
+		defer mw.Track(r.URL.Query().Get("room"), wsredirect.GorillaConn(c, nil))()
 		for {
 			if _, _, err := c.ReadMessage(); err != nil {
 				return

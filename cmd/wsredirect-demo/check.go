@@ -56,7 +56,7 @@ type checker struct {
 	prog   *progress
 
 	victim            string
-	drained, restored int // connections MoveConns reported
+	drained, restored int // connections the nodes reported moved
 
 	crashed     string
 	lost        int           // connections the crash broke

@@ -19,13 +19,10 @@ import (
 	"github.com/wsredirect/wsredirect"
 )
 
-// shutdownGrace is how long a client has to answer its close frame when the
-// fleet stops.
-const shutdownGrace = time.Second
-
-// The pace of a move: how a node hands open connections to their new
-// owners. Small batches spread the reconnects.
-var moveOptions = wsredirect.MoveOptions{Batch: 50, Interval: 100 * time.Millisecond, Grace: 2 * time.Second}
+// shutdownTimeout bounds a shutdown's wait for open connections to close
+// once they are told to retry later: the cue, the close frame a second
+// later and moveGrace after that to answer it.
+const shutdownTimeout = 5 * time.Second
 
 // opTimeout bounds one operation of the page (a drain, an undrain, a
 // restart) from its start to the last connection moved.
@@ -362,7 +359,7 @@ func (f *fleet) drain(ctx context.Context, id string) (int, error) {
 	err = f.await(ctx, func() bool {
 		st := in.mw.State()
 		on, handedOff := st.Draining()
-		left := in.misplaced(false).all // every one of them moves
+		left := in.mw.Tracked() // every one of them moves
 		moves := n.moves()
 		n.progress(o, func() {
 			if m, ok := memberByID(st.Members(), n.id); ok {
@@ -505,7 +502,7 @@ func (f *fleet) misplacedOnOthers(n *node) int {
 	k := 0
 	for _, m := range f.nodes {
 		if in := m.instance(); m != n && in != nil {
-			k += in.misplaced(false).misplaced
+			k += in.misplaced()
 		}
 	}
 	return k
@@ -565,7 +562,10 @@ func (f *fleet) stop(w io.Writer) {
 	}
 	wg.Wait()
 
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// Every member drains on every node, so that no room has an owner
+	// left and every connection is told to retry later; Shutdown then
+	// waits for them to close, and closes those that do not in time.
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	var (
 		mu    sync.Mutex
@@ -575,11 +575,12 @@ func (f *fleet) stop(w io.Writer) {
 	for _, in := range instances {
 		in.logs.mute() // every member drains on every node: said once, below
 		wg.Go(func() {
-			st := in.mw.State()
-			for _, m := range st.Members() {
+			base := in.moves()
+			for _, m := range in.mw.State().Members() {
 				in.mw.DrainMember(m.ID, time.Now(), 0) // a member: cannot fail
 			}
-			m, c, err := in.mw.MoveConns(ctx, wsredirect.MoveOptions{Batch: 1000, Interval: 10 * time.Millisecond, Grace: shutdownGrace})
+			err := in.mw.Shutdown(ctx)
+			m, c := in.moves().since(base)
 			mu.Lock()
 			defer mu.Unlock()
 			moved += m + c
@@ -595,13 +596,10 @@ func (f *fleet) stop(w io.Writer) {
 	if err := errors.Join(errs...); err != nil {
 		fmt.Fprintln(w, "draining:", err)
 	}
-	// Give clients a moment to answer: Shutdown neither closes nor waits
-	// for hijacked connections. A client that ignores its announcement gets
-	// the close frame a second later and Grace after that to answer it,
-	// then MoveConns closes the connection itself.
-	for deadline := time.Now().Add(shutdownGrace + 2*time.Second); time.Now().Before(deadline) && f.tracked() > 0; {
-		time.Sleep(10 * time.Millisecond)
-	}
+	// Servers neither close nor wait for hijacked connections: Shutdown
+	// above saw to those.
+	ctx, cancel = context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
 	var srvs []*http.Server
 	if f.front != nil {
 		srvs = append(srvs, f.front.srv)

@@ -35,10 +35,13 @@
 // decide by, drain state included, and with ?key=ROOM the node that serves
 // that room now.
 //
-// Each node moves its open connections itself whenever its view of the
-// fleet says one no longer belongs to it: a drain of its own, an undrain or
-// a restart of the room's owner. So a drain written by hand works as well
-// as the page's button:
+// Each node's middleware moves its open connections by itself whenever
+// its view of the fleet says one no longer belongs to it: a drain of its
+// own as the ramp hands the room off, an undrain or a restart of the room's
+// owner. A move is cued in the room's stream; the page's helper and the Go
+// clients answer the cue by closing, and the node's answer to that close
+// says where to go. So a drain written by hand works as well as the page's
+// button:
 //
 //	etcdctl --endpoints 127.0.0.1:PORT put /wsredirect-demo/drains/node-1 \
 //	  "{\"since\":\"$(date -u -d '+3 sec' +%FT%TZ)\"}"

@@ -138,25 +138,30 @@ func TestServe(t *testing.T) {
 	assert.Contains(t, get(t, front+"/metrics"), `wsredirect_upgrades_redirected_total{answer="status",member="`+ring.Owner+`",rule="shard"} 1`)
 	assert.Contains(t, get(t, "http"+strings.TrimPrefix(owner, "ws")+"/metrics"), "wsredirect_tracked_connections 1")
 
+	// The node cues the move in the stream; a client that answers the cue
+	// by closing learns from the node's answer to retry later, well before
+	// the second after which the close frame would follow anyway.
 	cancel()
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+	mt, msg, err := c.ReadMessage()
+	require.NoError(t, err)
+	require.Equal(t, websocket.TextMessage, mt)
+	require.True(t, wire.IsCue(string(msg)), "a cue, got %q", msg)
+	closed := time.Now()
+	require.NoError(t, c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second)))
+	_, _, err = c.ReadMessage()
+	var ce *websocket.CloseError
+	require.ErrorAs(t, err, &ce)
+	assert.Less(t, time.Since(closed), 800*time.Millisecond, "the answer to the client's close, not the frame sent a second after the cue")
+	assert.Equal(t, wire.CloseRetry, ce.Code, "the last node out tells clients to retry later")
+	_, ok := wire.ParseRetry(ce.Text)
+	assert.True(t, ok, ce.Text)
 	select {
 	case code := <-done:
 		assert.Equal(t, exitOK, code)
 	case <-time.After(15 * time.Second):
 		t.Fatal("run did not return after the context ended")
 	}
-	// The node announces the move in the stream (TrackSend), then closes.
-	mt, msg, err := c.ReadMessage()
-	require.NoError(t, err)
-	code, reason, ok := wire.Announced(string(msg))
-	require.True(t, ok && mt == websocket.TextMessage, "an announcement, got %q", msg)
-	assert.Equal(t, wire.CloseRetry, code, "the last node out tells clients to retry later")
-	_, ok = wire.ParseRetry(reason)
-	assert.True(t, ok, reason)
-	_, _, err = c.ReadMessage()
-	var ce *websocket.CloseError
-	require.ErrorAs(t, err, &ce)
-	assert.Equal(t, wire.CloseRetry, ce.Code, "and the close frame follows")
 	assert.Contains(t, out.String(), "draining: 1 open connection(s) told to retry later")
 	assert.Contains(t, out.String(), "stopped")
 }

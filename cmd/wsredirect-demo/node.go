@@ -36,13 +36,11 @@ const (
 	maxFrom    = 32   // characters of a sender's name kept
 	writeWait  = 2 * time.Second
 
-	// moverEvery is how often a node looks for connections its view of
-	// the fleet sends elsewhere.
-	moverEvery = 100 * time.Millisecond
-	// resendAfter is how long a connection sent its close frame is left
-	// to close before it may be moved again: a second frame on it would
-	// fail, and MoveConns would count it cut.
-	resendAfter = 3 * time.Second
+	// moveGrace is how long a moved connection has to close once it is
+	// sent its close frame, before its node closes it (Options.MoveGrace,
+	// 5 s by default): the demo's clients answer at once, so a longer
+	// grace would only hold up a shutdown on one that does not.
+	moveGrace = 2 * time.Second
 )
 
 // greeting is the first message on every room connection: where it landed.
@@ -78,27 +76,24 @@ type node struct {
 // instance is one run of a node, from start to crash or shutdown: its
 // middleware, its etcd client and source, and its server.
 type instance struct {
-	n         *node
-	mw        *wsredirect.Middleware
-	src       *etcd.Source
-	cli       *clientv3.Client
-	srv       *http.Server
-	up        websocket.Upgrader
-	logs      *muteHandler
-	stopMover context.CancelFunc
-	moverDone chan struct{}
+	n    *node
+	mw   *wsredirect.Middleware
+	src  *etcd.Source
+	cli  *clientv3.Client
+	srv  *http.Server
+	up   websocket.Upgrader
+	logs *muteHandler
 
 	mu    sync.Mutex
 	rooms map[string][]*peer // room → its connections on this node
 }
 
 // peer is one open room connection. gorilla allows one writer at a time;
-// close frames (WriteControl, used by MoveConns) may be sent beside it.
+// close frames (WriteControl, which the middleware's moves use) may be
+// sent beside it.
 type peer struct {
 	conn *websocket.Conn
 	mu   sync.Mutex
-
-	movedAt time.Time // when the mover last moved it; guarded by instance.mu
 }
 
 func (p *peer) send(msg []byte) error {
@@ -144,7 +139,7 @@ func (n *node) listen(ctx context.Context) (net.Listener, error) {
 func (n *node) start(ctx context.Context, ln net.Listener) error {
 	logs := &muteHandler{h: n.f.log.Handler(), muted: new(atomic.Bool)}
 	log := slog.New(logs).With("node", n.id)
-	in := &instance{n: n, logs: logs, rooms: make(map[string][]*peer), moverDone: make(chan struct{})}
+	in := &instance{n: n, logs: logs, rooms: make(map[string][]*peer)}
 	metrics := prom.New()
 	self := wsredirect.Member{ID: n.id, URL: n.url}
 	mw, err := wsredirect.New(wsredirect.Options{
@@ -156,7 +151,8 @@ func (n *node) start(ctx context.Context, ln net.Listener) error {
 			metrics.OnDecision(r, d)
 			n.f.countRedirect(d)
 		},
-		Logger: log,
+		MoveGrace: moveGrace,
+		Logger:    log,
 	})
 	if err != nil {
 		ln.Close()
@@ -195,9 +191,6 @@ func (n *node) start(ctx context.Context, ln net.Listener) error {
 		}
 		return fmt.Errorf("%s: %w", n.id, err)
 	}
-	moverCtx, stop := context.WithCancel(context.Background())
-	in.stopMover = stop
-	go in.mover(moverCtx)
 	n.mu.Lock()
 	n.inst = in
 	n.leaseEnds = time.Time{}
@@ -218,25 +211,22 @@ func (n *node) crash(left time.Duration) {
 	n.leaseEnds = time.Now().Add(left)
 	n.mu.Unlock()
 	in.logs.mute() // its source's complaints about the closed client
-	in.stopMover()
-	<-in.moverDone
+	in.srv.Close()
+	in.closeConns()
+	in.cli.Close() // no more keep-alives
+	// Moves under way when it crashed may still count.
 	n.mu.Lock()
 	late, lateCut := in.moves().since(counted)
 	n.past = n.past.add(moveCount{uint64(late), uint64(lateCut)})
 	n.mu.Unlock()
-	in.srv.Close()
-	in.closeConns()
-	in.cli.Close() // no more keep-alives
 	// The source's revoke fails, the client being closed, once its
 	// retries give up: in the background, which shutdown waits for.
 	n.f.bg.Go(func() { in.src.Close() })
 }
 
-// leave stops the node's work for a shutdown: its mover, and its source,
-// whose Close revokes the lease so that etcd drops the node at once.
+// leave takes the node out of etcd for a shutdown: its source's Close
+// revokes the lease, so that etcd drops the node at once.
 func (in *instance) leave() {
-	in.stopMover()
-	<-in.moverDone
 	if err := in.src.Close(); err != nil {
 		in.n.f.log.Warn("demo: leaving etcd", "node", in.n.id, "err", err)
 	}
@@ -254,64 +244,19 @@ func (in *instance) closeConns() {
 	}
 }
 
-// mover moves, each moverEvery, the connections this node's view of the
-// fleet sends elsewhere: its own as its drain hands their rooms off, and
-// those of a room whose owner came back (an undrain, a restart). Each node
-// does it for itself, so a drain written with etcdctl moves connections as
-// the page's button does. It waits for the connections it sent a close
-// frame to close first: MoveConns would send them another, which fails,
-// and count them cut.
-func (in *instance) mover(ctx context.Context) {
-	defer close(in.moverDone)
-	t := time.NewTicker(moverEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if c := in.misplaced(false); c.fresh > 0 && c.moving == 0 {
-			in.misplaced(true)
-			in.mw.MoveConns(ctx, moveOptions)
-		}
-	}
-}
-
-// placement counts a node's connections by where they belong.
-type placement struct {
-	all       int // open connections
-	misplaced int // whose room a new upgrade would now send elsewhere
-	moving    int // of those, sent their close frame within resendAfter
-	fresh     int // of those, not
-}
-
-// misplaced counts the node's connections by where they belong; with
-// mark, the misplaced ones not moving are recorded as moving from now.
-func (in *instance) misplaced(mark bool) placement {
+// misplaced counts the node's connections whose room its view of the
+// fleet now sends elsewhere: those its middleware is moving.
+func (in *instance) misplaced() int {
 	st := in.mw.State()
-	now := time.Now()
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	var c placement
+	k := 0
 	for room, peers := range in.rooms {
-		c.all += len(peers)
-		if m, ok := st.Owner(room); ok && m.ID == in.n.id {
-			continue
-		}
-		for _, p := range peers {
-			c.misplaced++
-			if !p.movedAt.IsZero() && now.Sub(p.movedAt) <= resendAfter {
-				c.moving++
-				continue
-			}
-			c.fresh++
-			if mark {
-				p.movedAt = now
-			}
+		if m, ok := st.Owner(room); !ok || m.ID != in.n.id {
+			k += len(peers)
 		}
 	}
-	return c
+	return k
 }
 
 // serveRoom is the app: it greets, then relays chat lines within the room.
@@ -330,14 +275,15 @@ func (in *instance) serveRoom(w http.ResponseWriter, r *http.Request) {
 	if p.send(hello) != nil {
 		return
 	}
-	// Joined before it is tracked: the mover, which counts connections
-	// by room, then knows every one MoveConns can move.
+	// Joined before it is tracked, so every connection the middleware
+	// may move is one the fleet's operations count (misplaced).
 	defer in.join(room, p)()
-	// Tracked under the key the Shard rule routed it by, so a move can
-	// find it; its clients (the page's helper, the bots' client.Conn)
-	// read announcements, so a move is announced through the peer's own
-	// write lock and no line a client sends is lost at the boundary.
-	defer in.mw.TrackSend(room, c, func(text string) error { return p.send([]byte(text)) })()
+	// Tracked under the key the Shard rule routed it by: the middleware
+	// moves it whenever the room's owner changes. Its clients (the page's
+	// helper, the bots' client.Conn) answer a cue by closing first, so
+	// the cue goes through the peer's own write lock, in order with the
+	// room's lines, and no line a client sends is lost at the boundary.
+	defer in.mw.Track(room, wsredirect.GorillaConn(c, func(text string) error { return p.send([]byte(text)) }))()
 	for {
 		_, data, err := c.ReadMessage()
 		if err != nil {
@@ -409,7 +355,7 @@ func (in *instance) moves() moveCount {
 	return moveCount{m, c}
 }
 
-// moves returns the connections the node's MoveConns moved and cut, over
+// moves returns the connections the node's middleware moved and cut, over
 // all its runs.
 func (n *node) moves() moveCount {
 	n.mu.Lock()
@@ -429,7 +375,8 @@ func (n *node) tracked() int {
 	return 0
 }
 
-// moveCount is what MoveConns did: connections moved, and cut.
+// moveCount is what a middleware's moves did (Middleware.Moves):
+// connections moved, and cut.
 type moveCount struct{ moved, cut uint64 }
 
 func (c moveCount) add(d moveCount) moveCount { return moveCount{c.moved + d.moved, c.cut + d.cut} }
