@@ -70,8 +70,9 @@ const (
 // a [GorillaConn] that has a send func, it is cued in the stream first.
 // Clients using this module's Go client or JavaScript helper reconnect
 // there. A client that has not closed within Options.MoveGrace of its close
-// frame is closed under the app, and so is one whose frame or cue could not
-// be written within a second; [Middleware.Moves] counts those as cut.
+// frame is closed under the app (it was moved: its frame went out). One
+// whose frame or cue could not be written within a second is closed under
+// the app at once: [Middleware.Moves] counts it as cut.
 func (m *Middleware) Track(key string, c Conn) (untrack func()) {
 	t := &tracked{hash: ring.Hash(key), conn: c}
 	l := &m.live
