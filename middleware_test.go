@@ -288,7 +288,12 @@ func TestNewErrors(t *testing.T) {
 		{"target with user info", Options{Rules: []Rule{Path("wss://u:p@b.example.com", "/*")}}, "user info is not allowed"},
 		{"unparsable target", Options{Rules: []Rule{Path("wss://b.example.com:port", "/*")}}, `wsredirect: rule 0 (path): target "wss://b.example.com:port"`},
 		{"host rule without hosts", Options{Rules: []Rule{Host("wss://b.example.com")}}, "wsredirect: rule 0 (host): no hosts to match"},
-		{"bad host pattern", Options{Rules: []Rule{Host("wss://b.example.com", "a.*.com")}}, `bad host pattern "a.*.com"`},
+		{"bad host pattern", Options{Rules: []Rule{Host("wss://b.example.com", "a.*.com")}}, `bad host pattern "a.*.com": want a host name such as "chat.example.com", "chat.example.com:8443" or "*.example.com"`},
+		// Regressions: these got no right spelling.
+		{"host pattern as a URL", Options{Rules: []Rule{Host("wss://b.example.com", "https://chat.example.com")}}, `bad host pattern "https://chat.example.com": want the host alone: "chat.example.com"`},
+		{"host pattern with a slash", Options{Rules: []Rule{Host("wss://b.example.com", "chat.example.com/")}}, `bad host pattern "chat.example.com/": want the host alone: "chat.example.com"`},
+		{"host wildcard without a dot", Options{Rules: []Rule{Host("wss://b.example.com", "*chat.example.com")}}, `bad host pattern "*chat.example.com": a wildcard stands for whole labels: want "*.chat.example.com"`},
+		{"path pattern with :id", Options{Rules: []Rule{Path("wss://b.example.com", "/rooms/:id")}}, `path pattern "/rooms/:id": wildcards like :name are not supported: write "/rooms/*" to match every path below /rooms/`},
 		{"bad path pattern", Options{Rules: []Rule{Path("wss://b.example.com", "ws")}}, `path pattern "ws": want a path starting with /`},
 		{"bad replacement", Options{Rules: []Rule{PathRewrite("wss://b.example.com", "/v1/*", "v2")}}, `replacement "v2": want a path such as /v2`},
 		{"303 refused", Options{Rules: []Rule{ok.WithStatus(303)}}, "wsredirect: rule 0 (path): redirect status 303: use 301, 302, 307 or 308"},

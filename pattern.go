@@ -2,6 +2,7 @@ package wsredirect
 
 import (
 	"fmt"
+	"net/url"
 	"strings"
 )
 
@@ -50,6 +51,25 @@ func parseHostPattern(p string) (hostPattern, bool) {
 	}
 	hp.name, hp.port = name, port
 	return hp, true
+}
+
+// hostPatternError says how a bad host pattern is spelt right, when that can
+// be told.
+func hostPatternError(p string) error {
+	hint := `want a host name such as "chat.example.com", "chat.example.com:8443" or "*.example.com"`
+	switch {
+	case strings.Contains(p, "://"):
+		if u, err := url.Parse(p); err == nil && u.Host != "" {
+			hint = fmt.Sprintf("want the host alone: %q", u.Host)
+		}
+	case strings.HasPrefix(p, "*") && !strings.HasPrefix(p, "*."):
+		hint = fmt.Sprintf("a wildcard stands for whole labels: want %q", "*."+strings.TrimLeft(p, "*"))
+	case strings.ContainsAny(p, "/?#"):
+		if host, _, _ := strings.Cut(p, "/"); host != "" && !strings.ContainsAny(host, "?#") {
+			hint = fmt.Sprintf("want the host alone: %q", host)
+		}
+	}
+	return fmt.Errorf("bad host pattern %q: %s", p, hint)
 }
 
 // match reports whether host, as sent in a Host header, matches the pattern.
@@ -110,6 +130,12 @@ func parsePathPattern(p string) (pathPattern, error) {
 	var pp pathPattern
 	if !strings.HasPrefix(p, "/") {
 		return pp, fmt.Errorf("path pattern %q: want a path starting with /, such as /ws or /ws/*", p)
+	}
+	if i := strings.Index(p, "/:"); i >= 0 {
+		// chi's and Express's old wildcard syntax, which would match only
+		// a literal ":id".
+		return pp, fmt.Errorf("path pattern %q: wildcards like :name are not supported: write %q to match every path below %s",
+			p, p[:i+1]+"*", p[:i+1])
 	}
 	if i := strings.IndexByte(p, '{'); i >= 0 {
 		return pp, fmt.Errorf("path pattern %q: wildcards like {name} are not supported: write %q to match every path below %s",

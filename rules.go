@@ -167,7 +167,7 @@ func Host(target string, hosts ...string) Rule {
 	for i, h := range hosts {
 		p, ok := parseHostPattern(h)
 		if !ok {
-			return Rule{name: "host", err: fmt.Errorf("bad host pattern %q", h)}
+			return Rule{name: "host", err: hostPatternError(h)}
 		}
 		pats[i] = p
 	}
