@@ -38,9 +38,17 @@ type Member struct {
 	DrainingSince time.Time
 	// DrainRamp spreads a drain: the share of the member's keys handed off
 	// rises linearly from 0 at DrainingSince to 1 after DrainRamp, each key
-	// moving once. Zero hands off every key at once.
+	// moving once. Zero hands off every key at once; at most
+	// a day, as a DrainingSince is at most a day ahead of
+	// the node's clock when it is set: while a drain runs, its member's
+	// keys are split between two nodes.
 	DrainRamp time.Duration
 }
+
+// maxDrainRamp bounds a drain's ramp and how far ahead its start may be
+// set: a drain record from year 9999, or of 292 years, is refused rather
+// than splitting a member's keys for as long.
+const maxDrainRamp = 24 * time.Hour
 
 // DrainFraction returns the share of the member's keys handed off at now:
 // 0 when it is not draining, 1 once its DrainRamp has passed.
@@ -91,6 +99,8 @@ func newFleet(members []Member, self *Target, prev *fleet) (*fleet, error) {
 			return nil, fmt.Errorf("member %s: negative Weight %d", m.ID, m.Weight)
 		case m.DrainRamp < 0:
 			return nil, fmt.Errorf("member %s: negative DrainRamp", m.ID)
+		case m.DrainRamp > maxDrainRamp:
+			return nil, fmt.Errorf("member %s: DrainRamp %v is longer than the %v a drain may take", m.ID, m.DrainRamp, maxDrainRamp)
 		}
 		m.Weight = max(m.Weight, 1)
 		t, err := prev.target(m)
@@ -149,6 +159,17 @@ func newFleet(members []Member, self *Target, prev *fleet) (*fleet, error) {
 		}
 	}
 	return f, nil
+}
+
+// checkDrainStarts refuses a drain set to start more than maxDrainRamp
+// after now.
+func checkDrainStarts(members []Member, now time.Time) error {
+	for _, m := range members {
+		if m.DrainingSince.After(now.Add(maxDrainRamp)) {
+			return fmt.Errorf("member %s: DrainingSince %s is more than %v ahead", m.ID, m.DrainingSince.Format(time.RFC3339), maxDrainRamp)
+		}
+	}
+	return nil
 }
 
 // target returns member m's parsed and checked URL, reusing f's when f
@@ -344,6 +365,9 @@ func (m *Middleware) setFleet(op string, edit func(current []Member) ([]Member, 
 	err := m.update(func(s *State) error {
 		members, err := edit(s.Members())
 		old = s.fleet
+		if err == nil {
+			err = checkDrainStarts(members, s.now())
+		}
 		if err == nil {
 			s.fleet, err = newFleet(members, s.self, s.fleet)
 		}

@@ -163,6 +163,9 @@ func New(opts Options) (*Middleware, error) {
 			return nil, errorf("Options.Self: %v", err)
 		}
 	}
+	if err = checkDrainStarts(opts.Members, s.now()); err != nil {
+		return nil, errorf("Options.Members: %v", err)
+	}
 	if s.fleet, err = newFleet(opts.Members, s.self, nil); err != nil {
 		return nil, errorf("Options.Members: %v", err)
 	}

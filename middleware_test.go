@@ -312,6 +312,10 @@ func TestNewErrors(t *testing.T) {
 			"wsredirect: Options.Self ws://localhost:9001 and member a's URL ws://127.0.0.1:9001 name the same place: spell Self as the member does, or the node redirects its own keys to itself"},
 		{"Self as IPv6 loopback for an IPv4 member", Options{Self: "ws://[::1]:9001", Members: []Member{{ID: "a", URL: "ws://127.0.0.1:9001"}}, Rules: []Rule{Shard(QueryKey("room"))}},
 			"name the same place"},
+		// Regression: a drain from year 9999, or of 292 years, split a
+		// member's keys for as long.
+		{"drain far ahead", Options{Members: []Member{{ID: "a", URL: "ws://a:1", DrainingSince: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)}}, Rules: []Rule{ok}}, "wsredirect: Options.Members: member a: DrainingSince 9999-01-01T00:00:00Z is more than 24h0m0s ahead"},
+		{"drain ramp of centuries", Options{Members: []Member{{ID: "a", URL: "ws://a:1", DrainingSince: time.Now(), DrainRamp: 292 * 365 * 24 * time.Hour}}, Rules: []Rule{ok}}, "wsredirect: Options.Members: member a: DrainRamp 2557920h0m0s is longer than the 24h0m0s a drain may take"},
 		{"member ID with a tab", Options{Members: []Member{{ID: "a\tb", URL: "ws://a:1"}}, Rules: []Rule{ok}}, `member ID "a\tb"`},
 	}
 	for _, tc := range tests {
