@@ -88,19 +88,14 @@ func newFleet(members []Member, self *Target, prev *fleet) (*fleet, error) {
 	byURL := make(map[string]string, len(sorted)) // target → member ID
 	for i := range sorted {
 		m := &sorted[i]
-		switch {
-		case m.ID == "":
+		if m.ID == "" {
 			return nil, fmt.Errorf("member %d (URL %q) has no ID", slices.Index(members, *m), m.URL)
-		case !printable(m.ID, maxMemberID):
-			return nil, fmt.Errorf("member ID %q (URL %q): want printable UTF-8 of at most %d bytes (it becomes a metric label)", truncate(m.ID, 80), m.URL, maxMemberID)
-		case i > 0 && sorted[i-1].ID == m.ID:
+		}
+		if i > 0 && sorted[i-1].ID == m.ID {
 			return nil, fmt.Errorf("member ID %q is given twice", m.ID)
-		case m.Weight < 0:
-			return nil, fmt.Errorf("member %s: negative Weight %d", m.ID, m.Weight)
-		case m.DrainRamp < 0:
-			return nil, fmt.Errorf("member %s: negative DrainRamp", m.ID)
-		case m.DrainRamp > maxDrainRamp:
-			return nil, fmt.Errorf("member %s: DrainRamp %v is longer than the %v a drain may take", m.ID, m.DrainRamp, maxDrainRamp)
+		}
+		if err := m.checkFields(); err != nil {
+			return nil, err
 		}
 		m.Weight = max(m.Weight, 1)
 		t, err := prev.target(m)
@@ -159,6 +154,48 @@ func newFleet(members []Member, self *Target, prev *fleet) (*fleet, error) {
 		}
 	}
 	return f, nil
+}
+
+// Check reports what New and SetMembers would refuse in m alone, given the
+// node's clock now: an ID that is empty or not printable UTF-8 of at most
+// 256 bytes, a URL ParseTarget refuses or too long for a close frame, a
+// negative weight, a drain ramp that is negative or over a day, a drain
+// starting more than a day after now. A membership source checks each
+// record with it, so a bad one is skipped rather than the whole set
+// refused. The error names the member and starts with "wsredirect:".
+func (m Member) Check(now time.Time) error {
+	err := m.checkFields()
+	if err == nil && m.ID == "" {
+		err = fmt.Errorf("member with URL %q has no ID", m.URL)
+	}
+	if err == nil {
+		err = checkDrainStarts([]Member{m}, now)
+	}
+	if err == nil {
+		_, err = (*fleet)(nil).target(&m)
+		if err != nil {
+			err = fmt.Errorf("member %s: %v", m.ID, err)
+		}
+	}
+	if err != nil {
+		return errorf("%v", err)
+	}
+	return nil
+}
+
+// checkFields checks what of a member needs no clock and no parse.
+func (m *Member) checkFields() error {
+	switch {
+	case m.ID != "" && !printable(m.ID, maxMemberID):
+		return fmt.Errorf("member ID %q (URL %q): want printable UTF-8 of at most %d bytes (it becomes a metric label)", truncate(m.ID, 80), m.URL, maxMemberID)
+	case m.Weight < 0:
+		return fmt.Errorf("member %s: negative Weight %d", m.ID, m.Weight)
+	case m.DrainRamp < 0:
+		return fmt.Errorf("member %s: negative DrainRamp", m.ID)
+	case m.DrainRamp > maxDrainRamp:
+		return fmt.Errorf("member %s: DrainRamp %v is longer than the %v a drain may take", m.ID, m.DrainRamp, maxDrainRamp)
+	}
+	return nil
 }
 
 // checkDrainStarts refuses a drain set to start more than maxDrainRamp

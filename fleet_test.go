@@ -2,9 +2,11 @@ package wsredirect
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/wsredirect/wsredirect/ring"
@@ -160,4 +162,35 @@ func TestDrainNoBounceWhileNewsSpreads(t *testing.T) {
 		f.clock.advance(100 * time.Millisecond)
 	}
 	t.Logf("%d keys × 40 moments over 4 s: %d routes, %d took two redirects, at most %d", len(keys), st.routes, st.twoHops, st.maxHops)
+}
+
+// TestMemberCheck: what a membership source learns of one record before it
+// offers a set, so that one bad record is skipped instead of every change
+// being refused.
+func TestMemberCheck(t *testing.T) {
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name string
+		m    Member
+		want string
+	}{
+		{"good", Member{ID: "a", URL: "ws://a:9001", Weight: 2, DrainingSince: now.Add(time.Hour), DrainRamp: time.Hour}, ""},
+		{"no ID", Member{URL: "ws://a:9001"}, `wsredirect: member with URL "ws://a:9001" has no ID`},
+		{"ID not UTF-8", Member{ID: "a\xff", URL: "ws://a:9001"}, `wsredirect: member ID "a\xff" (URL "ws://a:9001"): want printable UTF-8 of at most 256 bytes`},
+		{"bad URL", Member{ID: "a", URL: "ws://a:0"}, `wsredirect: member a: target "ws://a:0": port 0: want 1-65535`},
+		{"URL too long for a close frame", Member{ID: "a", URL: "ws://a.example.com/" + strings.Repeat("p", 120)}, "is too long to carry in a close frame"},
+		{"negative weight", Member{ID: "a", URL: "ws://a:9001", Weight: -1}, "wsredirect: member a: negative Weight -1"},
+		{"drain far ahead", Member{ID: "a", URL: "ws://a:9001", DrainingSince: now.Add(25 * time.Hour)}, "wsredirect: member a: DrainingSince 2026-12-05T13:00:00Z is more than 24h0m0s ahead"},
+		{"ramp over a day", Member{ID: "a", URL: "ws://a:9001", DrainingSince: now, DrainRamp: 25 * time.Hour}, "wsredirect: member a: DrainRamp 25h0m0s is longer than the 24h0m0s a drain may take"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.m.Check(now)
+			if tc.want == "" {
+				assert.NoError(t, err)
+				return
+			}
+			assert.ErrorContains(t, err, tc.want)
+			assert.Equal(t, 1, strings.Count(err.Error(), "wsredirect:"), "one prefix: %v", err)
+		})
+	}
 }

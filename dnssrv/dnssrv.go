@@ -174,7 +174,10 @@ func (c *config) lookup(ctx context.Context) ([]wsredirect.Member, error) {
 		// used.
 		return nil, fmt.Errorf("dnssrv: %w", err)
 	}
-	ms := members(srvs, c.scheme, c.path)
+	ms, bad := members(srvs, c.scheme, c.path, time.Now())
+	for _, err := range bad {
+		c.logger.WarnContext(ctx, "dnssrv: SRV record skipped", "name", c.qname, "err", err)
+	}
 	if len(ms) == 0 {
 		return nil, fmt.Errorf("dnssrv: lookup %s: no SRV record with a target", c.qname)
 	}
@@ -224,9 +227,10 @@ var errUnchanged = errors.New("unchanged")
 // members builds the members of an SRV answer, sorted by ID: the records of
 // the lowest priority present with a target other than ".", one member per
 // target and port. A target and port listed twice is one member with the
-// sum of the records' weights, the share RFC 2782 selection gives it.
-func members(srvs []*net.SRV, scheme, path string) []wsredirect.Member {
-	var ms []wsredirect.Member
+// sum of the records' weights, the share RFC 2782 selection gives it. A
+// record that makes no member (port 0, a target no URL can name) is left
+// out and returned in bad, so one bad record does not keep every change out.
+func members(srvs []*net.SRV, scheme, path string, now time.Time) (ms []wsredirect.Member, bad []error) {
 	lowest := -1
 	for _, s := range srvs {
 		target := strings.ToLower(strings.TrimSuffix(s.Target, "."))
@@ -248,10 +252,15 @@ func members(srvs []*net.SRV, scheme, path string) []wsredirect.Member {
 			ms[i].Weight += w
 			continue
 		}
-		ms = append(ms, wsredirect.Member{ID: hostport, URL: scheme + "://" + hostport + path, Weight: w})
+		m := wsredirect.Member{ID: hostport, URL: scheme + "://" + hostport + path, Weight: w}
+		if err := m.Check(now); err != nil {
+			bad = append(bad, fmt.Errorf("SRV %d %d %d %q: %w", s.Priority, s.Weight, s.Port, s.Target, err))
+			continue
+		}
+		ms = append(ms, m)
 	}
 	slices.SortFunc(ms, func(a, b wsredirect.Member) int { return strings.Compare(a.ID, b.ID) })
-	return ms
+	return ms, bad
 }
 
 // merge returns the members to set when DNS gives next and current are in

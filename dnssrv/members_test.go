@@ -57,7 +57,8 @@ func TestMembers(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := members(tc.srvs, tc.scheme, tc.path)
+			got, bad := members(tc.srvs, tc.scheme, tc.path, time.Now())
+			assert.Empty(t, bad)
 			assert.Equal(t, tc.want, got)
 			for _, m := range got {
 				_, err := wsredirect.ParseTarget(m.URL)
@@ -65,6 +66,21 @@ func TestMembers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMembersSkipsBadRecords (regression: an SRV record with port 0 became
+// a member): a record that makes no member is skipped and reported, and the
+// others stand.
+func TestMembersSkipsBadRecords(t *testing.T) {
+	got, bad := members([]*net.SRV{
+		{Target: "a.test.", Port: 9001, Weight: 1},
+		{Target: "zero.test.", Port: 0, Weight: 1},
+		{Target: "bad\x01.test.", Port: 9001, Weight: 1},
+	}, "ws", "", time.Now())
+	assert.Equal(t, []wsredirect.Member{{ID: "a.test:9001", URL: "ws://a.test:9001", Weight: 1}}, got)
+	require.Len(t, bad, 2)
+	assert.ErrorContains(t, bad[0], `SRV 0 1 0 "zero.test.": wsredirect: member zero.test:0: target "ws://zero.test:0": port 0: want 1-65535`)
+	assert.ErrorContains(t, bad[1], `SRV 0 1 9001 "bad\x01.test.": wsredirect: member ID "bad\x01.test:9001"`)
 }
 
 func TestMerge(t *testing.T) {
