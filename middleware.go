@@ -359,7 +359,7 @@ func (s *State) decide(r *http.Request) Decision {
 				return s.ruleBug(r, d, fmt.Sprintf("redirect status %d: use 301, 302, 307 or 308", d.Status))
 			}
 			d.Status = redirectStatus(d.Status, r.Method)
-			if (d.Path == "" || d.Path == r.URL.EscapedPath()) && d.Target.isNodeOf(r) {
+			if s.logger != nil && !s.loopWarned.Load() && (d.Path == "" || d.Path == r.URL.EscapedPath()) && d.Target.isNodeOf(r) {
 				s.warnLoop(r, d)
 			}
 		case Refuse:
@@ -380,7 +380,7 @@ func (s *State) decide(r *http.Request) Decision {
 // to: Options.Self is unset or spelt otherwise than the member's URL, so
 // this node does not know itself, and its clients see a redirect loop.
 func (s *State) warnLoop(r *http.Request, d Decision) {
-	if s.logger == nil || s.loopWarned.Load() || !s.loopWarned.CompareAndSwap(false, true) {
+	if !s.loopWarned.CompareAndSwap(false, true) {
 		return
 	}
 	s.logger.LogAttrs(r.Context(), slog.LevelWarn, "wsredirect: a rule redirects clients to the node they came to: "+
