@@ -42,6 +42,7 @@ import (
 	"maps"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -227,13 +228,17 @@ func (c *Collector) add(k seriesKey) prometheus.Counter {
 		if k.close {
 			answer = answerClose
 		}
+		// The core refuses rule names and member IDs that are no valid
+		// label, but a Decision may come from anywhere: label values are
+		// made valid rather than let a request panic here.
+		rule, member := labelValue(k.rule), labelValue(k.member)
 		switch k.action {
 		case wsredirect.Pass:
-			ctr = c.passed.WithLabelValues(k.rule)
+			ctr = c.passed.WithLabelValues(rule)
 		case wsredirect.Redirect:
-			ctr = c.redirected.WithLabelValues(k.rule, k.member, answer)
+			ctr = c.redirected.WithLabelValues(rule, member, answer)
 		default:
-			ctr = c.refused.WithLabelValues(k.rule, strconv.Itoa(k.code), answer)
+			ctr = c.refused.WithLabelValues(rule, strconv.Itoa(k.code), answer)
 		}
 		c.series[k] = ctr
 	}
@@ -244,6 +249,15 @@ func (c *Collector) add(k seriesKey) prometheus.Counter {
 	m[fk] = ctr
 	c.fast.Store(&m)
 	return ctr
+}
+
+// labelValue makes s a valid label value of bounded length: invalid UTF-8
+// becomes U+FFFD, and more than 128 bytes is cut.
+func labelValue(s string) string {
+	if len(s) > 128 {
+		s = s[:128]
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 // Watch makes the Collector report mw's fleet and live connections when it

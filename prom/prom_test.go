@@ -494,6 +494,24 @@ func TestWithoutWatch(t *testing.T) {
 	assert.Empty(t, fleetSeries(flatten(mapOf(fams))))
 }
 
+// TestInvalidLabelsNeverPanic (regression: a member ID that was not UTF-8
+// made every upgrade for its rooms panic inside the collector): label
+// values are made valid and bounded.
+func TestInvalidLabelsNeverPanic(t *testing.T) {
+	m := prom.New()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m)
+	assert.NotPanics(t, func() {
+		m.OnDecision(nil, wsredirect.Decision{Action: wsredirect.Redirect, Rule: "r\xff", Member: "evil\xff\xfe", Close: true})
+		m.OnDecision(nil, wsredirect.Decision{Action: wsredirect.Pass, Rule: strings.Repeat("x", 1<<20)})
+	})
+	fams, err := reg.Gather()
+	require.NoError(t, err)
+	got := decisions(flatten(mapOf(fams)))
+	assert.Equal(t, 1.0, got["wsredirect_upgrades_redirected_total{answer=\"close\",member=\"evil\uFFFD\",rule=\"r\uFFFD\"}"], "%v", got)
+	assert.Equal(t, 1.0, got[`wsredirect_upgrades_passed_total{rule="`+strings.Repeat("x", 128)+`"}`])
+}
+
 func mapOf[F interface{ GetName() string }](fams []F) map[string]F {
 	out := map[string]F{}
 	for _, f := range fams {
