@@ -92,6 +92,13 @@ func startFrontDoor(ctx context.Context, f *fleet, ln net.Listener, url string) 
 	}))
 	mux.HandleFunc("POST /api/nodes/{id}/restart", d.control(f.restart))
 	mux.HandleFunc("POST /api/clients", d.serveClients)
+	// Everything else under /api/ answers in JSON too, naming what there is.
+	noAPI := func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no API " + r.Method + " " + r.URL.Path +
+			": there are GET /api/nodes, GET /api/stats, POST /api/nodes/{id}/drain, /undrain, /crash, /restart and POST /api/clients"})
+	}
+	mux.HandleFunc("GET /api/", noAPI)
+	mux.HandleFunc("POST /api/", noAPI)
 	d.srv = newServer(mux)
 	serve(d.srv, ln)
 	return d, nil

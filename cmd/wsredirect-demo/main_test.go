@@ -254,6 +254,10 @@ func TestControl(t *testing.T) {
 
 	code, _ = post("/api/nodes/"+owner+"/undrain", "http://evil.example")
 	assert.Equal(t, http.StatusForbidden, code, "only the page's origin may drain")
+	// Regression: an unknown action was answered in plain text.
+	code, body = post("/api/nodes/"+owner+"/explode", "")
+	assert.Equal(t, http.StatusNotFound, code)
+	assert.Contains(t, body["error"], "no API POST /api/nodes/"+owner+"/explode: there are GET /api/nodes", "JSON, as every other error")
 	code, _ = post("/api/nodes/nobody/undrain", "")
 	assert.Equal(t, http.StatusNotFound, code)
 
