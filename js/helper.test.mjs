@@ -115,13 +115,15 @@ describe("hop cap holds until the app is served", () => {
   });
 
   it("a held redirect message is not an app message", async (t) => {
-    // The out-of-band target ("wsr1 <url>" then "wsr1 +") reaches the app
-    // as nothing, so it does not end the chain.
+    // The out-of-band target ("wsr1 <url>" then "wsr1 +") on a socket
+    // offered no marker, still pending, reaches the app as nothing, so it
+    // does not end the chain.
     const srv = fakeServer((sock) => {
-      sock.accept("chat");
-      setTimeout(() => { sock.deliver("wsr1 " + sock.url); sock.end(CLOSE_REDIRECT, "wsr1 +"); }, 2);
+      sock.accept("");
+      sock.deliver("wsr1 " + sock.url);
+      sock.end(CLOSE_REDIRECT, "wsr1 +");
     });
-    const c = connect(t, URL1, ["chat"], { WebSocket: srv.WebSocket, moveJitterMs: 1, backoffMs: 1, maxBackoffMs: 2 });
+    const c = connect(t, URL1, [], { WebSocket: srv.WebSocket, settleMs: 200, moveJitterMs: 1, backoffMs: 1, maxBackoffMs: 2 });
 
     assert.ok(await until(c.closed, 1000), `the helper never gave up: ${srv.dials.length} dials`);
     assert.equal(srv.dials.length, 11);

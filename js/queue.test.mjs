@@ -13,7 +13,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 
-import { CLOSE_REDIRECT, CLOSE_RETRY, RedirectingWebSocket } from "./wsredirect.js";
+import { CLOSE_REDIRECT, CLOSE_RETRY, CUE, RedirectingWebSocket } from "./wsredirect.js";
 import { fakeServer, pause, until } from "./testing.mjs";
 
 
@@ -95,62 +95,38 @@ describe("sends during a move are queued and sent in order on the new connection
     assert.deepEqual(c.types(), ["open", "message", "redirect", "open"]);
   });
 
-  it("a long target: queued from the \"wsr1 <url>\" message on", async (t) => {
+  it("a cued move: the helper closes the socket itself; before the cue to the old, the rest to the new", async (t) => {
     const c = await connect(t);
     const [a] = c.srv.dials;
-
-    c.sendUpTo(5);
-    a.deliver("wsr1 ws://b.test/ws?room=1&long=1");
-    c.sendUpTo(12); // the socket is open, but the move is announced
-    a.closeFrame();
-    c.sendUpTo(15);
-    a.end(CLOSE_REDIRECT, "wsr1 +");
-    c.sendUpTo(18);
-    assert.ok(await until(() => c.srv.dials.length === 2, 500), "the move was not followed");
-    const b = c.srv.dials[1];
-    assert.equal(b.url, "ws://b.test/ws?room=1&long=1");
-    b.accept("chat");
-    c.sendUpTo(20);
-
-    assert.deepEqual(a.sent, nums(1, 5));
-    assert.deepEqual(b.sent, nums(6, 20));
-    assert.deepEqual([...a.dropped, ...b.dropped], []);
-    assert.deepEqual(c.types(), ["open", "message", "redirect", "open"], "the redirect message is not the app's");
-  });
-
-  it("an announced move: the helper closes the socket itself; before the announcement to the old, the rest to the new", async (t) => {
-    const c = await connect(t);
-    const [a] = c.srv.dials;
-    const closes = [];
-    const close = a.close.bind(a);
-    a.close = (code, reason) => { closes.push(code); close(code, reason); };
+    a.answer = () => ({ code: CLOSE_REDIRECT, reason: MOVE }); // the middleware's answer to the client's close
 
     c.sendUpTo(10);
-    a.deliver(MOVE); // the server's announcement, in order with its messages
-    assert.deepEqual(closes, [1000], "closed from the client's side at once, with a normal closure");
+    a.deliver(CUE); // the server's cue, in order with its messages
+    assert.deepEqual(a.closes, [1000], "closed from the client's side at once, with a normal closure");
     assert.equal(a.readyState, 2);
     c.sendUpTo(20); // queued: the old socket is CLOSING, nothing is sent on it
     a.deliver("late"); // a browser drops what arrives on a CLOSING socket
     assert.ok(await until(() => c.srv.dials.length === 2, 500), "the move was not followed");
     const b = c.srv.dials[1];
-    assert.equal(b.url, URL2, "the announced base, with the path and query dialled");
+    assert.equal(b.url, URL2, "the answer's base, with the path and query dialled");
     b.accept("chat");
     c.sendUpTo(25);
 
-    assert.deepEqual(a.sent, nums(1, 10), "everything sent before the announcement, and only that, on the old socket");
+    assert.deepEqual(a.sent, nums(1, 10), "everything sent before the cue, and only that, on the old socket");
     assert.deepEqual(b.sent, nums(11, 25));
     assert.deepEqual([...a.dropped, ...b.dropped], [], "nothing sent on a closing socket");
     assert.deepEqual(c.errors(), []);
-    assert.deepEqual(c.types(), ["open", "message", "redirect", "open"], "the announcement is not the app's");
+    assert.deepEqual(c.types(), ["open", "message", "redirect", "open"], "the server's cue is not the app's");
     assert.equal(c.log.find((e) => e.type === "redirect").detail.code, CLOSE_REDIRECT);
   });
 
-  it("an announced retry: closed from the client's side, queued through the wait", async (t) => {
+  it("a cued retry: closed from the client's side, queued through the wait", async (t) => {
     const c = await connect(t);
     const [a] = c.srv.dials;
+    a.answer = () => ({ code: CLOSE_RETRY, reason: "wsr1 retry=0" });
 
     c.sendUpTo(3);
-    a.deliver("wsr1 retry=0");
+    a.deliver(CUE);
     c.sendUpTo(6);
     assert.ok(await until(() => c.srv.dials.length === 2, 500), "the retry was not followed");
     const b = c.srv.dials[1];
@@ -160,13 +136,15 @@ describe("sends during a move are queued and sent in order on the new connection
     assert.deepEqual(a.sent, nums(1, 3));
     assert.deepEqual(b.sent, nums(4, 6));
     assert.deepEqual(c.errors(), []);
+    assert.deepEqual(c.types(), ["open", "message", "open"]);
   });
 
-  it("an app that closes after an announcement gets its own close, and the queue reported", async (t) => {
+  it("an app that closes after a cue gets its own close, and the queue reported", async (t) => {
     const c = await connect(t);
     const [a] = c.srv.dials;
+    a.answer = () => ({ code: CLOSE_REDIRECT, reason: MOVE });
 
-    a.deliver(MOVE);
+    a.deliver(CUE);
     c.sendUpTo(2);
     c.ws.close(4000, "bye");
     assert.ok(await until(() => c.closed(), 500), "never closed");
@@ -177,20 +155,21 @@ describe("sends during a move are queued and sent in order on the new connection
     assert.equal(closed.code, 4000, "the app's own close, the socket being closed already");
   });
 
-  it("a \"wsr1 \" message that proves to be app data releases the queue to the same socket", async (t) => {
+  it("a \"wsr1 \" message on the app's socket holds nothing: sends go straight out", async (t) => {
     const c = await connect(t);
     const [a] = c.srv.dials;
 
     c.sendUpTo(3);
     a.deliver("wsr1 is what this app calls its greeting");
     c.sendUpTo(6);
-    assert.deepEqual(a.sent, nums(1, 3), "held while the next frame may be a redirect close");
-    a.deliver("more data");
+    assert.deepEqual(a.sent, nums(1, 6), "nothing queued after it");
+    a.deliver("wsr1 ws://b.test/ws?room=1&long=1");
     c.sendUpTo(9);
 
     assert.deepEqual(a.sent, nums(1, 9));
     assert.deepEqual(c.log.filter((e) => e.type === "message").map((e) => e.data),
-      ["hello", "wsr1 is what this app calls its greeting", "more data"]);
+      ["hello", "wsr1 is what this app calls its greeting", "wsr1 ws://b.test/ws?room=1&long=1"]);
+    assert.deepEqual(a.closes, []);
   });
 
   it("a 4503 during a live connection: queued through the wait, sent on reconnect", async (t) => {

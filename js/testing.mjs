@@ -28,18 +28,27 @@ export async function until(cond, ms, step = 2) {
 // fakeServer returns a WebSocket class, to inject through the helper's
 // WebSocket option, whose every socket is recorded in dials, for a test to
 // play the server with: accept, deliver, closeFrame (the server's close
-// frame arrives: CLOSING) and end (the close completes: the close event).
-// onDial(sock, n), when given, is called for the n-th dial (0-based) once
-// the constructor has returned, as a real socket connects later. Like a
-// browser's, a socket sends only while OPEN: what is sent on it otherwise
-// is dropped without a word (kept in dropped, for tests to see).
+// frame arrives: CLOSING), end (the close completes: the close event) and
+// failHandshake (error and no close, as Node's built-in WebSocket does,
+// nodejs/undici#3546). onDial(sock, n), when given, is called for the n-th
+// dial (0-based) once the constructor has returned, as a real socket
+// connects later. Like a browser's, a socket sends only while OPEN: what is
+// sent on it otherwise is dropped without a word (kept in dropped, for
+// tests to see), and it delivers messages only while OPEN, but for
+// deliverLate, which plays Node's ws package delivering what arrives after
+// the client's close. When the helper closes a socket, its closes records
+// the code, and the server answers with what sock.answer(code, reason)
+// returns a moment later: by default the echo (the code, or 1005); a test
+// sets answer to play a server that answers otherwise ({ code, reason }),
+// or never (null).
 export function fakeServer(onDial = null) {
   const dials = [];
   class FakeWebSocket {
     constructor(url, protocols = []) {
       Object.assign(this, {
         url, offered: [...protocols], at: now(), readyState: 0, protocol: "", extensions: "", bufferedAmount: 0,
-        binaryType: "blob", sent: [], dropped: [], onopen: null, onmessage: null, onerror: null, onclose: null,
+        binaryType: "blob", sent: [], dropped: [], closes: [], onopen: null, onmessage: null, onerror: null,
+        onclose: null, answer: (code, reason) => ({ code: code ?? 1005, reason: reason ?? "" }),
       });
       const n = dials.push(this) - 1;
       if (onDial) setTimeout(() => onDial(this, n), 0);
@@ -54,6 +63,9 @@ export function fakeServer(onDial = null) {
     deliver(data) {
       if (this.readyState === 1) this.onmessage?.({ type: "message", data, origin: "", lastEventId: "" });
     }
+    deliverLate(data) {
+      if (this.readyState === 1 || this.readyState === 2) this.onmessage?.({ type: "message", data, origin: "", lastEventId: "" });
+    }
     closeFrame() {
       if (this.readyState === 1) this.readyState = 2;
     }
@@ -63,13 +75,24 @@ export function fakeServer(onDial = null) {
       this.readyState = 3;
       this.onclose?.({ type: "close", code, reason, wasClean });
     }
+    failHandshake() {
+      if (this.readyState !== 0) return;
+      this.readyState = 3;
+      this.onerror?.({ type: "error" });
+    }
     // The helper's side.
     send(data) { (this.readyState === 1 ? this.sent : this.dropped).push(data); }
     close(code, reason) {
       if (this.readyState >= 2) return;
+      this.closes.push(code);
       const wasOpen = this.readyState === 1;
       this.readyState = 2;
-      pause(0).then(() => this.end(wasOpen ? code ?? 1005 : 1006, wasOpen ? reason ?? "" : "", wasOpen));
+      if (!wasOpen) {
+        pause(0).then(() => this.end(1006, "", false));
+        return;
+      }
+      const a = this.answer(code, reason);
+      if (a) pause(0).then(() => this.end(a.code, a.reason ?? ""));
     }
   }
   return { WebSocket: FakeWebSocket, dials };

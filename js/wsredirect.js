@@ -8,9 +8,12 @@
 // wire/testdata/vectors.json, is:
 //
 //	4307 "wsr1 <url>"    go to url
-//	4307 "wsr1 +"        go to the url in the "wsr1 <url>" text message just before
+//	4307 "wsr1 +"        go to the url in the "wsr1 <url>" text message just
+//	                     before (only on a socket that is not the app's: see below)
 //	4307 "wsr1 =<base>"  live drain: same path and query on base
 //	4503 "wsr1 retry=N"  wait N seconds, then dial the original url again
+//	text "wsr1 move"     the cue of a live move: close, and the server's answer
+//	                     to that close (one of the above) says where to go
 //
 // Usage (no build step; the Go server can serve this file with ScriptHandler):
 //
@@ -26,50 +29,100 @@
 // sends meanwhile is queued. The delivery contract, which the Go client
 // follows too:
 //
+//   - Every data message that arrives on the app's socket reaches the app,
+//     in order, whatever it says, "wsr1 " messages included; the only one
+//     the helper acts on is the cue (below), and even the cue reaches the
+//     app unless the server proves it sent it. A socket is the app's once
+//     it proves not to be a redirect stub: at open when the marker was
+//     offered and not selected; else at its first app message, or settleMs
+//     after open, whichever comes first. Until then (and on a stub, the
+//     marker selected, whose messages never reach the app) a "wsr1 <url>"
+//     message may be the target of a "wsr1 +" close and is held: for
+//     settleMs after open at most, then it is the app's like any other.
 //   - A message sent before the helper sees the move goes out on the old
 //     connection and reaches the old node's app (but see the gap below):
 //     the server keeps reading until the close handshake completes. The
-//     helper sees the move when the server announces it in a text message
-//     ("wsr1 =<base>" or "wsr1 retry=N": it closes the socket itself at
-//     once), when the "wsr1 <url>" text message of a long target arrives,
-//     or when the socket leaves OPEN (a browser turns it CLOSING on the
-//     server's close frame, before the close event), whichever comes first.
+//     helper sees the move when it reads the cue (it stops sending and
+//     closes the socket itself at once), or when the socket leaves OPEN (a
+//     browser turns it CLOSING on the server's close frame, before the
+//     close event), whichever comes first.
 //   - A message sent from then on is queued, and sent in order on the new
 //     connection as soon as it counts as the app's, before "open" is
 //     dispatched and so before anything sent later: it reaches the new
-//     node's app.
+//     node's app. The page's sends are never queued on a socket that is
+//     the app's but for a move: no message it receives holds them.
 //   - Each message reaches exactly one node's app, or is reported unsent:
 //     an "error" event's detail is { reason, unsent }, unsent being the
 //     data given to send(), in order. reason "queue full": send() found no
 //     room (see maxQueuedMessages); the connection goes on. When the helper
 //     gives up with messages queued, "close" follows, and reason is "move
 //     failed" (a redirect or retry it cannot follow: hop cap, retry cap, a
-//     wait longer than maxRetryDelayMs, a bad target, a new connection
-//     that fails) or "closed" (the connection ended without a move, or the
-//     app closed it).
+//     wait longer than maxRetryDelayMs, a bad target, a veto right after a
+//     veto, a new connection that fails) or "closed" (the connection ended
+//     without a move, or the app closed it).
 //
-// The gap, when the server's close frame comes first: a browser sends from
-// its network process, which answers a close frame at once, while the page
-// learns of it (readyState CLOSING) a moment later; a message sent in that
-// moment is dropped by the browser without a word (Chromium, sending 20
-// messages every 3 ms: 5 to 25 lost in 13 moves of 30, e2e/stream_test.go;
-// none in 30 announced moves). A server
-// that announces its moves (the Go middleware's TrackSend) closes the gap:
-// the page reads the announcement in order with the app's messages and
-// closes the socket itself, so nothing it sent is behind a close frame.
-// Messages from the server that arrive after the page closed are dropped
-// by the browser, as on any socket closing: TrackSend's send is the server
-// app's cue to stop writing to the connection.
+// The cue. A server that writes in order with its app (the Go middleware's
+// GorillaConn with a send func) sends "wsr1 move" before it moves a
+// connection. The helper then holds the cue (the app does not see it yet),
+// stops sending (sends queue), closes the socket with 1000 and holds what
+// arrives until the close completes (Node's ws package delivers such
+// messages; browsers drop what arrives on a closing socket). The server
+// answers that close with
+// the move's close frame (4307, or 4503), which is what the close event
+// reports (RFC 6455 §7.1.5: the code of the first close frame received):
+// the helper drops the cue, delivers what it held after it and follows the
+// move as any close-frame move. Everything the page sent before it read the
+// cue went out ahead of its own close frame, and the server reads until
+// that frame: nothing is lost at the boundary.
+//
+// The gap, when the server's close frame comes first (no cue): a browser
+// sends from its network process, which answers a close frame at once,
+// while the page learns of it (readyState CLOSING) a moment later; a
+// message sent in that moment is dropped by the browser without a word
+// (Chromium, sending 20 messages every 3 ms: 10 to 45 lost in 8 moves of
+// 30 and 1,311 in a ninth, e2e/stream_test.go; none in 30 cued moves). The
+// cue closes the gap. Messages from the server that arrive after the page
+// closed are dropped by the browser, as on any socket closing: the server
+// app's cue to stop writing is the middleware's call of its send with the
+// cue.
+//
+// What a message relayed from another client (a chat echoes text verbatim)
+// can and cannot do. Only the server's WebSocket layer writes close frames,
+// so a move's target, a retry's wait and the memory of redirects come from
+// close frames alone; a data message can be any text another user typed.
+// Such a message cannot move the helper anywhere, make it wait, end it,
+// hold the page's sends or the app's messages, or leave anything in the
+// memory: "wsr1 =<base>", "wsr1 retry=N", "wsr1 <url>" and "wsr1 +" reach
+// the app as the text they are. A forged cue can cost one reconnect: the
+// server answers the helper's close with the usual echo (1000, or 1005 for
+// an empty close; or no close within 5 s), so the helper delivers the cue
+// and what it held as ordinary messages, in order, and reconnects at once
+// to the URL it is on, queued sends first, unseen by the app (no
+// "redirect", "close", "error" or "open"; the memory is left as it was).
+// For 60 s after a cue proves false, cues are ordinary messages, so a
+// stream of them costs one reconnect a minute; a genuine cue in that minute
+// is one too, and its move comes by the close frame (with the gap above).
+// What the server relays between the cue and its reading of the helper's
+// close is dropped by a browser (and by Node's built-in WebSocket) as it
+// reaches a closing socket, and what it relays before the new connection
+// joins goes to no socket: the server's app must replay it, as after any
+// reconnect.
+//
+// checkRedirect (see the options) vets every target before it is dialled:
+// a close-code move, a resolver's answer, a remembered URL.
 
 export const SUBPROTOCOL = "wsredirect.v1";
 export const CLOSE_REDIRECT = 4307;
 export const CLOSE_RETRY = 4503;
+export const CUE = "wsr1 move"; // wire.Cue
 const V1 = "wsr1 ";
 const SEE_MESSAGE = V1 + "+";
 const SAME_PATH = V1 + "=";
 const RETRY = V1 + "retry=";
 const MAX_RETRY = 86400; // wire.MaxRetry, a day: a reason asking for more is refused
 const MAX_TIMER = 2 ** 31 - 1; // setTimeout's longest delay in ms: Node fires a longer one at once, browsers wrap it
+const LEAVE_ANSWER_MS = 5000; // how long a cue's close waits for the server's answer
+const CUE_QUIET_MS = 60000; // how long cues are ordinary messages after one proved false
 const TYPES = ["open", "message", "close", "error", "redirect"];
 const MEMORY_KEY = "wsredirect.remembered"; // the storage item holding the memory of redirects
 export const MAX_REMEMBERED = 100; // URLs the memory holds; one more forgets the one stored longest ago
@@ -105,21 +158,15 @@ function hostURL(url) {
   }
 }
 
-// announced mirrors Go's Announced: the close a text message announces,
-// { code, reason }, or null. A server that writes in order with its app
-// sends the reason of a live move ("wsr1 =<base>") or retry ("wsr1
-// retry=N") as a message first; the helper then closes the socket itself
-// and acts on the close it announced once the socket is closed.
-export function announced(message) {
-  if (typeof message !== "string") return null;
-  if (message.startsWith(SAME_PATH)) return { code: CLOSE_REDIRECT, reason: message };
-  if (message.startsWith(RETRY)) return { code: CLOSE_RETRY, reason: message };
-  return null;
+// isCue mirrors Go's IsCue: whether a text message is the cue of a live
+// move, exactly "wsr1 move".
+export function isCue(message) {
+  return message === CUE;
 }
 
 // isRedirectMessage mirrors Go's IsRedirectMessage: whether a text message
-// may be the target of a "wsr1 +" close that follows, and so is kept from
-// the app until the next frame says which it is.
+// may be the target of a "wsr1 +" close that follows. It matters only on a
+// socket that is not (yet) the app's; on the app's, it is an app message.
 export function isRedirectMessage(message) {
   return typeof message === "string" && message.startsWith(V1);
 }
@@ -132,6 +179,14 @@ export function parseRetry(reason) {
   if (!/^\d{1,6}$/.test(s)) return null;
   const secs = Number(s);
   return secs <= MAX_RETRY ? secs : null;
+}
+
+// answersCue reports whether the close that ended a cued socket is the
+// server's answer to it: a move or retry whose reason parses. Only the
+// server writes close frames, so that proves the cue was the server's.
+function answersCue(e, current) {
+  if (e.code === CLOSE_REDIRECT) return parseRedirect(e.reason, null, current) !== null;
+  return e.code === CLOSE_RETRY && parseRetry(e.reason) !== null;
 }
 
 // wsURL resolves url against base and maps http(s) to ws(s), as browsers do
@@ -313,12 +368,31 @@ export class RedirectingWebSocket extends EventTarget {
   //
   // retryJitterMs (1000): spread around a 4503's or a resolver's delay.
   //
-  // resolve: URL prefix of the server's ResolveHandler, asked before the
-  // first dial (again after a 503, at most maxRetries times).
+  // resolve (none): URL prefix of the server's ResolveHandler, asked before
+  // the first dial (again after a 503, at most maxRetries times).
+  //
+  // checkRedirect (none: every target is allowed): checkRedirect(url, from)
+  // is called, with this as the helper, before the helper dials a target
+  // it was sent to: a 4307 move (from a stub or a live move, cued or not;
+  // url is the target resolved to an absolute ws: or wss: URL, from the
+  // URL the socket was on), a resolver's answer and a remembered target
+  // (from the URL given). Returning false (or throwing) vetoes it: a
+  // resolver's answer or a remembered target is passed over for the URL
+  // given; a move is not followed, and the helper reconnects at once, as
+  // after a false cue, to the URL the socket was on, unseen by the app. If
+  // that connection is redirected again before it delivered a message, a
+  // veto of that redirect ends the connection ("error", "close" with the
+  // server's code). A wss: target for a ws: URL is refused before it is
+  // asked about; a 4503 is not asked about, as it returns to the URL given.
   //
   // offerSubprotocol (default: when protocols are given): offers
-  // "wsredirect.v1", which tells a redirect at open; without it a socket's
-  // open waits up to settleMs (50) for a redirect close or an app message.
+  // "wsredirect.v1", which tells a redirect at open; without it a socket
+  // counts as the app's at its first app message, or settleMs after open.
+  //
+  // settleMs (50): how long after open a socket offered no marker may still
+  // prove to be a redirect stub, by a redirect close; until then the app
+  // sees no "open", sends queue, and a "wsr1 <url>" message is held as the
+  // target such a close may name.
   //
   // maxQueuedMessages (1024), maxQueuedBytes (1 MiB): bounds of the queue
   // of messages sent during a move (see the top of this file); bytes count
@@ -343,7 +417,9 @@ export class RedirectingWebSocket extends EventTarget {
   // is forgotten and the URL given is dialled as if nothing were
   // remembered, unseen by the app. An entry expires rememberMs after it was
   // stored, used or not; a connection that ends on the URL given clears
-  // it. At most MAX_REMEMBERED (100) URLs are kept, the oldest forgotten
+  // it. Only close frames and the resolver's answers are remembered, never
+  // anything a data message said, nor a reconnect after a false cue or a
+  // veto. At most MAX_REMEMBERED (100) URLs are kept, the oldest forgotten
   // first. They are kept in sessionStorage (item "wsredirect.remembered"),
   // so a page reload benefits, or where there is none in memory, for the
   // helpers using the same WebSocket constructor. wss is
@@ -351,15 +427,19 @@ export class RedirectingWebSocket extends EventTarget {
   // the URL it dialled from memory (null: none, or it failed and the URL
   // given was dialled instead). 0 (or less): off, nothing is read or stored.
   //
-  // storage: where to remember, an object with getItem, setItem and
-  // removeItem (tests inject one); default as above.
+  // storage (sessionStorage, else in memory): where to remember, an object
+  // with getItem, setItem and removeItem (tests inject one).
   //
-  // WebSocket: the constructor to use (tests inject one).
+  // WebSocket (globalThis.WebSocket): the constructor to use: tests inject
+  // one; in Node, the ws package's or the built-in one. A failed handshake
+  // that fires "error" and no "close" (Node's built-in WebSocket,
+  // nodejs/undici#3546) is taken as closed with 1006.
   constructor(url, protocols = [], options = {}) {
     super();
     this._opt = { maxHops: 10, maxRetries: 5, maxRetryDelayMs: 30000, backoffMs: 500, maxBackoffMs: 30000,
-      moveJitterMs: 1000, retryJitterMs: 1000, settleMs: 50, resolve: null, WebSocket: globalThis.WebSocket,
-      maxQueuedMessages: 1024, maxQueuedBytes: 1 << 20, rememberMs: 600000, storage: null,
+      moveJitterMs: 1000, retryJitterMs: 1000, settleMs: 50, resolve: null, checkRedirect: null,
+      WebSocket: globalThis.WebSocket, maxQueuedMessages: 1024, maxQueuedBytes: 1 << 20, rememberMs: 600000,
+      storage: null,
       // An option given as undefined keeps its default: maxHops: undefined
       // must not lift the cap.
       ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
@@ -382,8 +462,10 @@ export class RedirectingWebSocket extends EventTarget {
     this._idle = 0; // sockets of this chain that counted as the app's but delivered nothing
     this._state = RedirectingWebSocket.CONNECTING;
     this._opened = false; // the app has seen "open": a move keeps its view OPEN
-    this._holding = false; // a "wsr1 " message is held: a move may be announced
+    this._leaving = false; // a cue was read: the socket closes, sends queue
     this._moving = false; // a redirect or retry close came since a socket last counted as the app's
+    this._vetoed = false; // checkRedirect vetoed a move since a socket last delivered a message
+    this._cueFalseAt = -Infinity; // Date.now() when a cue last proved false
     this._queue = []; // { data, size } sent by the app during a move
     this._queuedBytes = 0;
     this._why = null; // "closed" once the app closed it
@@ -426,14 +508,15 @@ export class RedirectingWebSocket extends EventTarget {
   }
 
   // _direct reports whether a message may go out on the current socket now:
-  // it is the app's and open, no move is announced, nothing waits before it.
+  // it is the app's and open, it is not leaving on a cue, nothing waits
+  // before it.
   _direct() {
-    return this._real && !this._holding && this._queue.length === 0 && this._ws.readyState === 1;
+    return this._real && !this._leaving && this._queue.length === 0 && this._ws.readyState === 1;
   }
 
   // _drain sends the queue on the current socket when it may.
   _drain() {
-    if (this._queue.length === 0 || !this._real || this._holding || this._ws.readyState !== 1) return;
+    if (this._queue.length === 0 || !this._real || this._leaving || this._ws.readyState !== 1) return;
     const q = this._queue;
     this._queue = [];
     this._queuedBytes = 0;
@@ -450,8 +533,9 @@ export class RedirectingWebSocket extends EventTarget {
     this._state = RedirectingWebSocket.CLOSING;
     clearTimeout(this._timer);
     if (this._ws && this._ws.readyState <= 1) this._ws.close(code, reason);
-    // Between sockets (waiting out a move, a retry or resolve) there is no
-    // close handshake to wait for.
+    // Between sockets (waiting out a move, a retry or resolve), or on a
+    // socket already closing after a cue, there is no close handshake of
+    // the app's to wait for.
     else queueMicrotask(() => this._finish(code ?? 1005, reason ?? "", true, false));
   }
 
@@ -462,9 +546,12 @@ export class RedirectingWebSocket extends EventTarget {
     const to = this._storage && recall(this._storage, this._first, this._opt.rememberMs);
     const guess = to && this._vet(to, this._first);
     if (guess && guess !== this._first) {
-      this.remembered = guess;
-      this._dial(guess, true);
-      return;
+      if (this._allows(guess, this._first)) {
+        this.remembered = guess;
+        this._dial(guess, { guess: true });
+        return;
+      }
+      forget(this._storage, this._first, to);
     }
     await this._resolveAndDial();
   }
@@ -485,7 +572,8 @@ export class RedirectingWebSocket extends EventTarget {
           if (this._closing) return;
           continue;
         }
-        if (res.ok && body.url) target = this._vet(body.url, this._first) ?? target;
+        const to = res.ok && body.url ? this._vet(body.url, this._first) : null;
+        if (to && (to === this._first || this._allows(to, this._first))) target = to;
       } catch { /* unreachable resolver: dial directly */ }
       break;
     }
@@ -500,9 +588,31 @@ export class RedirectingWebSocket extends EventTarget {
     return to;
   }
 
-  // _dial dials url; guess: it is a remembered target, left for the URL
-  // given if it fails before it counts as the app's.
-  _dial(url, guess = false) {
+  // _allows asks the app's checkRedirect whether to go from one URL to
+  // another; a check that throws vetoes, as one that is broken must not
+  // let everything through.
+  _allows(to, from) {
+    const check = this._opt.checkRedirect;
+    if (typeof check !== "function") return true;
+    try {
+      return check.call(this, to, from) !== false;
+    } catch {
+      return false;
+    }
+  }
+
+  // _cueAllowed reports whether a cue is acted on now: not within
+  // CUE_QUIET_MS of one that proved false (a clock set back ends the wait).
+  _cueAllowed() {
+    const since = Date.now() - this._cueFalseAt;
+    return !(since >= 0 && since < CUE_QUIET_MS);
+  }
+
+  // _dial dials url. guess: it is a remembered target, left for the URL
+  // given if it fails before it counts as the app's. rejoin: it reconnects
+  // the app to the URL it is on after a false cue or a veto, unseen by the
+  // app (no "open" when the app saw one) and not remembered.
+  _dial(url, { guess = false, rejoin = false } = {}) {
     this.url = url;
     const ws = new this._opt.WebSocket(url, this._protocols);
     ws.binaryType = this._binaryType;
@@ -511,7 +621,16 @@ export class RedirectingWebSocket extends EventTarget {
     // An open socket is pending until it proves to be the app's: at once
     // when the marker was offered and not selected; without the marker, at
     // its first app message or after settleMs without a redirect close.
-    let stub = false, pending = false, settle, errored = false, held = null, moveTo = null;
+    // held: a "wsr1 " message on a stub or a pending socket, which may be
+    // the target of a "wsr1 +" close that follows. cue: the cue read on
+    // the app's socket and what came after it, while its close is answered.
+    let opened = false, stub = false, pending = false, settle, errored = false, ended = false;
+    let held = null, cue = null;
+    const deliver = (e) => {
+      if (this._state !== RedirectingWebSocket.OPEN) return; // the app closed it in a listener
+      this._served = true;
+      this._emit("message", { data: e.data, origin: e.origin, lastEventId: e.lastEventId });
+    };
     // What the app sent during a move goes out before "open" is dispatched,
     // so before anything the app sends from its listener.
     const reveal = () => {
@@ -519,65 +638,95 @@ export class RedirectingWebSocket extends EventTarget {
       pending = false;
       clearTimeout(settle);
       this._real = true;
-      this._opened = true;
       this._moving = false;
-      this._remember(url, guess);
+      const seen = this._opened;
+      this._opened = true;
+      if (!rejoin) this._remember(url, guess);
       this._state = this._closing ? RedirectingWebSocket.CLOSING : RedirectingWebSocket.OPEN;
       if (!this._closing) this._drain();
-      this.dispatchEvent(new Event("open"));
-    };
-    // A "wsr1 " text message may be the target of a "wsr1 +" close that
-    // follows; it is held until the next frame says which it is, and the
-    // app's sends are queued meanwhile.
-    const flush = () => {
-      const data = held;
-      held = null;
-      this._holding = false;
-      if (data !== null && !stub) {
-        reveal();
-        this._served = true;
-        if (!this._closing) this._drain();
-        this._emit("message", { data });
+      if (!(rejoin && seen)) this.dispatchEvent(new Event("open"));
+      if (held !== null) {
+        const e = held;
+        held = null;
+        deliver(e);
       }
     };
+    // A cue proved false: what was held reaches the app as the ordinary
+    // messages it was, and the app is reconnected where it was.
+    const cueFalse = (c) => {
+      this._cueFalseAt = Date.now();
+      this._leaving = false;
+      deliver(c.e);
+      for (const e of c.after) deliver(e);
+      if (!this._closing && this._state !== RedirectingWebSocket.CLOSED) this._rejoin(url);
+    };
     ws.onopen = () => {
+      if (this._ws !== ws) return;
+      opened = true;
       if (ws.protocol === SUBPROTOCOL) { stub = true; return; }
       pending = true;
       if (this._marked) reveal();
       else settle = setTimeout(reveal, this._opt.settleMs);
     };
     ws.onmessage = (e) => {
-      if (this._ws !== ws) return;
-      flush();
-      const a = stub ? null : announced(e.data);
-      if (a) {
-        // The server announces a move in its stream: close the socket
-        // from this side, so that everything sent on it so far goes out
-        // ahead of the close frame (the socket turns CLOSING at once, and
-        // sends from here on are queued); the move follows on its close.
-        moveTo ??= a;
-        clearTimeout(settle);
+      if (this._ws !== ws || this._state === RedirectingWebSocket.CLOSED) return;
+      if (cue) {
+        cue.after.push(e);
+        return;
+      }
+      if (stub) {
+        held = isRedirectMessage(e.data) ? e : null;
+        return;
+      }
+      if (pending) {
+        if (held === null && isRedirectMessage(e.data) && !isCue(e.data)) {
+          held = e;
+          return;
+        }
+        reveal();
+      }
+      if (isCue(e.data) && this._cueAllowed() && !this._closing) {
+        // Close from this side, so that everything sent so far goes out
+        // ahead of the close frame; the server's answer to it says where
+        // to go, if the cue was the server's.
+        const c = { e, after: [] };
+        c.timer = setTimeout(() => {
+          if (this._ws !== ws || cue !== c || this._state === RedirectingWebSocket.CLOSED) return;
+          cue = null;
+          ended = true; // the old socket is left to close by itself
+          cueFalse(c);
+        }, LEAVE_ANSWER_MS);
+        cue = c;
+        this._leaving = true;
         ws.close(1000);
         return;
       }
-      if (isRedirectMessage(e.data)) {
-        held = e.data;
-        this._holding = !stub;
-      } else if (!stub) {
-        reveal();
-        this._served = true;
-        this._emit("message", { data: e.data, origin: e.origin, lastEventId: e.lastEventId });
-      }
+      deliver(e);
     };
-    ws.onerror = () => { errored = true; };
-    ws.onclose = (ev) => {
+    const onclose = (ev) => {
+      if (ended) return;
+      ended = true;
       if (this._ws !== ws || this._state === RedirectingWebSocket.CLOSED) return;
       clearTimeout(settle);
-      // After an announcement the close is ours; the server's is the one
-      // it announced, unless the app closed meanwhile.
-      const e = moveTo && !this._closing ? { code: moveTo.code, reason: moveTo.reason, wasClean: ev.wasClean } : ev;
+      let e = ev;
+      if (cue) {
+        const c = cue;
+        cue = null;
+        clearTimeout(c.timer);
+        this._leaving = false;
+        if (!this._closing && answersCue(e, url)) {
+          // The server's answer: the cue was its own.
+          for (const m of c.after) deliver(m);
+        } else if (!this._closing && (e.code === 1000 || e.code === 1005)) {
+          cueFalse(c);
+          return;
+        } else {
+          deliver(c.e);
+          for (const m of c.after) deliver(m);
+        }
+        if (this._state === RedirectingWebSocket.CLOSED) return;
+      }
       const wasReal = this._real;
-      this._holding = false;
       if (guess && !wasReal && !this._closing && e.code !== CLOSE_REDIRECT && e.code !== CLOSE_RETRY) {
         // The remembered target failed: the URL given, as if nothing
         // were remembered; the app sees none of it.
@@ -586,11 +735,30 @@ export class RedirectingWebSocket extends EventTarget {
         this._resolveAndDial();
         return;
       }
-      if (!this._closing && this._follow(e, url, held, wasReal)) return;
+      // A held message is a target only for a "wsr1 +" close; else it was
+      // the app's.
+      const target = e.code === CLOSE_REDIRECT && e.reason === SEE_MESSAGE ? held?.data ?? null : null;
+      if (target !== null) held = null;
+      else if (held !== null && pending && !this._closing) reveal();
+      if (!this._closing && this._follow(e, url, target, this._real)) return;
       if (!this._closing) reveal(); // it was the app's after all
-      if (!(e.code === CLOSE_REDIRECT && e.reason === SEE_MESSAGE)) flush();
       this._finish(e.code, e.reason, e.wasClean, errored);
     };
+    ws.onclose = onclose;
+    ws.onerror = () => {
+      errored = true;
+      // A failed handshake may fire no close (undici).
+      if (!opened) setTimeout(() => onclose({ type: "close", code: 1006, reason: "", wasClean: false }), 0);
+    };
+  }
+
+  // _rejoin reconnects to url, where the app's connection is, at once and
+  // unseen by the app: after a false cue, or a veto of a move.
+  _rejoin(url) {
+    this._moving = true; // from here on, a give-up with messages queued is a move that failed
+    this._real = false;
+    this._state = this._opened ? RedirectingWebSocket.OPEN : RedirectingWebSocket.CONNECTING;
+    this._dial(url, { rejoin: true });
   }
 
   // _remember records where the connection ended up when a socket counts
@@ -604,8 +772,9 @@ export class RedirectingWebSocket extends EventTarget {
   }
 
   // _follow acts on a redirect or retry close and reports whether it did;
-  // false leaves the close, with an error, to the app.
-  _follow(e, url, held, wasReal) {
+  // false leaves the close, with an error, to the app. lastMessage is the
+  // held target of a "wsr1 +" close, or null.
+  _follow(e, url, lastMessage, wasReal) {
     if (e.code !== CLOSE_REDIRECT && e.code !== CLOSE_RETRY) return false;
     // From here on, a give-up with messages queued is a move that failed.
     this._moving = true;
@@ -620,15 +789,24 @@ export class RedirectingWebSocket extends EventTarget {
       this.hops = [];
       this._retries = 0;
       this._idle = 0;
+      this._vetoed = false;
     } else if (wasReal) {
       const ms = Math.min(this._opt.maxBackoffMs, this._opt.backoffMs * 2 ** this._idle++);
       backoff = ms / 2 + jitter(ms / 2);
     }
     if (e.code === CLOSE_REDIRECT) {
-      const raw = parseRedirect(e.reason, held, url);
+      const raw = parseRedirect(e.reason, lastMessage, url);
       const live = wasReal || e.reason.startsWith(SAME_PATH);
       const to = raw && this._vet(raw, url);
       if (!to || this.hops.length >= this._opt.maxHops) return this._fail(e);
+      if (!this._allows(to, url)) {
+        // A veto keeps the app where it was, once: a node that redirects
+        // again at once will not be talked out of it.
+        if (this._vetoed) return this._fail(e);
+        this._vetoed = true;
+        this._rejoin(url);
+        return true;
+      }
       this.hops.push(to);
       this._state = this._opened ? RedirectingWebSocket.OPEN : RedirectingWebSocket.CONNECTING;
       this._real = false;
@@ -665,6 +843,7 @@ export class RedirectingWebSocket extends EventTarget {
   _finish(code, reason, wasClean, error) {
     if (this._state === RedirectingWebSocket.CLOSED) return;
     this._state = RedirectingWebSocket.CLOSED;
+    this._leaving = false;
     clearTimeout(this._timer);
     const unsent = this._queue.map((m) => m.data);
     this._queue = [];

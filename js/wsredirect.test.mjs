@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 
 import {
-  CLOSE_REDIRECT, CLOSE_RETRY, SUBPROTOCOL, announced, isRedirectMessage, parseRedirect, parseRetry,
+  CLOSE_REDIRECT, CLOSE_RETRY, CUE, SUBPROTOCOL, isCue, isRedirectMessage, parseRedirect, parseRetry,
 } from "./wsredirect.js";
 
 const read = (rel) => readFileSync(new URL(rel, import.meta.url), "utf8");
@@ -33,6 +33,10 @@ describe("constants match package wire", () => {
   it("SUBPROTOCOL is wire.Subprotocol", () => {
     assert.equal(SUBPROTOCOL, goConst("Subprotocol", '"([^"]*)"'));
     assert.equal(SUBPROTOCOL, "wsredirect.v1");
+  });
+  it("CUE is wire.Cue, as the vectors give it", () => {
+    assert.equal(CUE, vectors.cue);
+    assert.equal(CUE, goConst("Cue", '"([^"]*)"'));
   });
 });
 
@@ -66,13 +70,14 @@ describe("isRedirectMessage", () => {
   }
 });
 
-describe("announced", () => {
-  for (const v of cases("announced")) {
-    it(v.name, () => {
-      const got = announced(v.message);
-      assert.deepEqual(got, v.code === null ? null : { code: v.code, reason: v.reason });
-    });
+describe("isCue", () => {
+  for (const v of cases("isCue")) {
+    it(v.name, () => assert.equal(isCue(v.message), v.is, `isCue(${JSON.stringify(v.message)})`));
   }
+  it("a message that is not text is no cue", () => {
+    assert.equal(isCue(new TextEncoder().encode(vectors.cue)), false);
+    assert.equal(isCue(null), false);
+  });
 });
 
 // What the Go server encodes, the helper reads back.
