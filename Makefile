@@ -11,7 +11,7 @@ test:
 	@if command -v npm >/dev/null 2>&1; then \
 		echo "== npm ci (e2e/node)"; npm ci --prefix e2e/node --no-audit --no-fund --loglevel=error; \
 	fi
-	@for m in . bench etcd prom cmd/wsredirect-demo; do \
+	@for m in . bench etcd prom cmd/wsredirect-demo examples/chat; do \
 		echo "== $$m: go vet"; (cd $$m && go vet ./...); \
 		echo "== $$m: go test -race"; (cd $$m && go test -race -count=1 ./...); \
 	done

@@ -213,6 +213,16 @@ func (s *State) closeWith(w http.ResponseWriter, r *http.Request, message string
 
 func checkedOrigin(*http.Request) bool { return true }
 
+// CheckOrigin reports whether the page that sent r may open a WebSocket
+// here, as the middleware decides it for its close-frame answers: by
+// Options.Origins, or the same origin when there are none; a request
+// without Origin is no browser's and is allowed. Its shape is gorilla's
+// Upgrader.CheckOrigin, so the app's upgrader can agree with the
+// middleware in one line:
+//
+//	up := websocket.Upgrader{CheckOrigin: mw.CheckOrigin}
+func (m *Middleware) CheckOrigin(r *http.Request) bool { return m.state.Load().originAllowed(r) }
+
 // originAllowed is the accepting upgrade's origin check: the request's host
 // (same origin) when no Origins are configured, else the configured list. A
 // request without Origin is not from a browser and is allowed, as

@@ -114,10 +114,14 @@ func TestCloseMode(t *testing.T) {
 		opts := redirecting
 		opts.Origins = []string{"https://app.example.com", "https://*.pages.example.com"}
 		srv := newServer(opts)
+		mw := MustNew(opts)
 		for origin, ok := range map[string]bool{
 			"https://app.example.com": true, "https://x.pages.example.com": true, "https://app.example.com:443": true,
 			"http://app.example.com": false, "https://app.example.com:8443": false, srv.URL: false, "null": false,
 		} {
+			r := upgradeTo(srv.URL + "/x")
+			r.Header.Set("Origin", origin)
+			assert.Equal(t, ok, mw.CheckOrigin(r), "the app's upgrader agrees through CheckOrigin: %s", origin)
 			c, resp, err := dialBrowserLike(t, wsURL(srv)+"/x", origin)
 			if ok {
 				require.NoError(t, err, origin)

@@ -14,14 +14,28 @@
 //	…
 //	src, err := etcd.Start(ctx, mw, etcd.Options{Client: cli, Self: &self})
 //	…
-//	// On shutdown: hand the keys off over 30 s, moving the connections as
-//	// the ramp reaches their keys (mw.MoveConns, see Example), then leave.
-//	src.Drain(ctx, 30*time.Second)
-//	…
-//	src.Close()
+//	// On SIGTERM: hand the keys off over 30 s, wait for the connections
+//	// to move, and leave the fleet.
+//	err = src.Leave(ctx, 30*time.Second)
+//
+// The middleware moves the connections the app registers with
+// [wsredirect.Middleware.Track] by itself, whenever etcd's fleet gives
+// their keys to another member: a drain as its ramp reaches each key, an
+// undrain, a member that joins or leaves. The app has no loop to run.
 //
 // A front door that is not a member leaves Options.Self nil, and builds
 // its middleware with the members [Members] reads.
+//
+// # Member IDs
+//
+// A member's ID is its place in the fleet: keep it across restarts. A
+// node registers only an ID that is free, its own, or held with its own
+// URL (the same node restarted on its address before its old lease
+// expired); [Start] refuses an ID another live node holds with another
+// URL, naming the record and the URL in it. A node whose registration is
+// lost (its lease expired in an outage) and whose ID another node took
+// meanwhile logs that and tries again until the ID is free, never
+// writing over the other node's record.
 //
 // # Keys
 //
@@ -54,13 +68,19 @@
 //	etcdctl del /wsredirect/drains/node-a
 //	etcdctl get --prefix /wsredirect/
 //
-// Write a drain record once: changing since or ramp while the drain runs
-// moves keys back. Such a record is on no lease: it outlives the node's
+// The drained node moves each tracked connection to its key's new owner
+// as the ramp reaches the key; deleting the record moves back, from the
+// members that took them, the connections whose owner came back. A
+// deleted record undrains its member there at once and on every other
+// node Options.Settle later, so that no node sends a client back to a
+// member that does not yet know to take it. Write a drain record once: changing since or ramp while the drain
+// runs moves keys back. Such a record is on no lease: it outlives the node's
 // restarts until it is deleted, which is what taking a node out means.
 //
-// A node drains itself with [Source.Drain], which writes the same record
-// with since Options.Settle (2 s) ahead and leaves one already there
-// alone. That record is on the node's lease: a node that crashes mid-drain
+// A node drains itself with [Source.Drain] (and [Source.Leave], which
+// drains, waits for its connections and leaves), which writes the same
+// record with since Options.Settle (2 s) ahead and leaves one already
+// there alone. That record is on the node's lease: a node that crashes mid-drain
 // and restarts comes back undrained, and [Source.Close] removes it with
 // the member. If the lease is lost while the node runs, the node registers
 // again with its drain record in the same transaction, so it is never seen

@@ -192,11 +192,10 @@ func (v *view) del(prefix, key string) {
 }
 
 // fleet returns the member set v stands for, sorted by ID, drains applied
-// to the members they name (others wait until their member registers).
-// Of members claiming the same URL, the one registered first is kept and
-// the others are reported. undrain, when not "", is a member whose drain
-// record is not applied.
-func (v *view) fleet(undrain string, dup func(id, kept string)) []wsredirect.Member {
+// to the members they name (others wait until their member registers):
+// v.drains, or what the Source holds in force. Of members claiming the
+// same URL, the one registered first is kept and the others are reported.
+func (v *view) fleet(drains map[string]drainRecord, dup func(id, kept string)) []wsredirect.Member {
 	ids := make([]string, 0, len(v.members))
 	for id := range v.members {
 		ids = append(ids, id)
@@ -214,7 +213,7 @@ func (v *view) fleet(undrain string, dup func(id, kept string)) []wsredirect.Mem
 		}
 		claimed[e.target.String()] = id
 		m := e.m
-		if d, ok := v.drains[id]; ok && id != undrain {
+		if d, ok := drains[id]; ok {
 			m.DrainingSince, m.DrainRamp = d.Since, d.Ramp
 		}
 		out = append(out, m)
@@ -246,7 +245,7 @@ func Members(ctx context.Context, c *clientv3.Client, prefix string) ([]wsredire
 	if err != nil {
 		return nil, fmt.Errorf("wsredirect/etcd: Members: %w", err)
 	}
-	members := v.fleet("", func(string, string) {})
+	members := v.fleet(v.drains, func(string, string) {})
 	if len(members) == 0 {
 		return nil, fmt.Errorf("wsredirect/etcd: Members: no member registered under %s at revision %d", prefix+membersDir, v.rev)
 	}

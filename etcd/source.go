@@ -77,6 +77,7 @@ type Source struct {
 	log      *slog.Logger
 	prefix   string
 	self     *wsredirect.Member // nil: watch only
+	selfURL  *wsredirect.Target // self.URL, parsed
 	selfKey  string             // <prefix>members/<id>
 	selfRec  string             // its value
 	drainKey string             // <prefix>drains/<id>
@@ -94,12 +95,15 @@ type Source struct {
 	drain *drainRecord // this node's drain, written again with the member when re-registering
 
 	putRev atomic.Int64  // revision of the last registration
-	kick   chan struct{} // the watcher saw this node's member key gone
+	kick   chan struct{} // the watcher saw this node's member record gone, or with another URL
 
 	mu      sync.Mutex // guards the fields below and applying
 	view    *view
-	undrain int64 // while not 0, this node's drain record is not applied: Undrain's delete is pending (MaxInt64) or not yet seen at that revision
-	lastErr error // the watcher's last failure, for Start's error
+	undrain int64                  // while not 0, this node's drain record is not applied: Undrain's delete is pending (MaxInt64) or not yet seen at that revision
+	inForce map[string]drainRecord // the drains applied last, by member ID
+	held    map[string]heldDrain   // drains still applied after their record went (see drainsInForce)
+	wake    *time.Timer            // applies again when the first hold ends
+	lastErr error                  // the watcher's last failure, for Start's error
 
 	closeOnce sync.Once
 	closeErr  error
@@ -176,6 +180,7 @@ func newSource(mw *wsredirect.Middleware, opts Options) (*Source, error) {
 		sem:    make(chan struct{}, 1),
 		kick:   make(chan struct{}, 1),
 		view:   newView(),
+		held:   map[string]heldDrain{},
 	}
 	if self := opts.Self; self != nil {
 		t, err := checkMember(*self)
@@ -193,81 +198,13 @@ func newSource(mw *wsredirect.Middleware, opts Options) (*Source, error) {
 			return nil, errorf("Start: Options.Self.URL %s is not the middleware's Options.Self (%s), so the node would not know itself among the members", t, had)
 		}
 		s.self = &wsredirect.Member{ID: self.ID, URL: self.URL, Weight: self.Weight}
+		s.selfURL = t
 		s.selfKey = s.prefix + membersDir + self.ID
 		s.selfRec = memberRecord{URL: self.URL, Weight: self.Weight}.marshal()
 		s.drainKey = s.prefix + drainsDir + self.ID
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
-}
-
-// Drain drains this node through etcd: it writes its drain record, with
-// since Options.Settle from now and ramp, which every node of the fleet
-// applies (see [wsredirect.Member.DrainingSince]). The record is attached
-// to the node's lease, so it goes when the node goes: a node that
-// restarts comes back undrained. When a drain record is there already (an
-// earlier Drain, or an operator's), Drain leaves it as it is, since and
-// ramp included: every node must keep the values they applied.
-func (s *Source) Drain(ctx context.Context, ramp time.Duration) error {
-	if s.self == nil {
-		return errorf("Drain: no Options.Self: drain a member by writing its record (see the package doc)")
-	}
-	if ramp < 0 {
-		return errorf("Drain: negative ramp %v", ramp)
-	}
-	ctx, cancel := s.bind(ctx)
-	defer cancel()
-	if err := s.acquire(ctx); err != nil {
-		return errorf("Drain: %w", err)
-	}
-	defer s.release()
-	rec := drainRecord{Since: time.Now().Add(s.settle).UTC().Truncate(time.Millisecond), Ramp: ramp}
-	resp, err := s.c.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(s.drainKey), "=", 0)).
-		Then(clientv3.OpPut(s.drainKey, rec.marshal(), clientv3.WithLease(s.lease))).
-		Commit()
-	if err != nil {
-		return errorf("Drain: writing %s: %w", s.drainKey, err)
-	}
-	if resp.Succeeded {
-		s.drain = &rec
-		s.log.Info("wsredirect/etcd: draining", "member", s.self.ID, "since", rec.Since, "ramp", rec.Ramp, "revision", resp.Header.Revision)
-	}
-	return nil
-}
-
-// Undrain ends this node's drain, whoever wrote it, by deleting its drain
-// record. This node applies the undrain first, before the others hear of
-// it through etcd, as an undrain wants (see
-// [wsredirect.Middleware.DrainMember]).
-func (s *Source) Undrain(ctx context.Context) error {
-	if s.self == nil {
-		return errorf("Undrain: no Options.Self: undrain a member by deleting its record (see the package doc)")
-	}
-	ctx, cancel := s.bind(ctx)
-	defer cancel()
-	if err := s.acquire(ctx); err != nil {
-		return errorf("Undrain: %w", err)
-	}
-	defer s.release()
-	prev := s.drain
-	s.drain = nil
-	s.mu.Lock()
-	s.undrain = math.MaxInt64
-	s.applyLocked()
-	s.mu.Unlock()
-	resp, err := s.c.Delete(ctx, s.drainKey)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err != nil {
-		s.drain = prev
-		s.undrain = 0
-		s.applyLocked()
-		return errorf("Undrain: deleting %s: %w", s.drainKey, err)
-	}
-	s.undrain = resp.Header.Revision
-	s.applyLocked()
-	return nil
 }
 
 // Close stops the source and, with Options.Self, revokes its lease, which
@@ -284,6 +221,9 @@ func (s *Source) shutdown(revoke bool) error {
 	s.closeOnce.Do(func() {
 		s.cancel()
 		s.wg.Wait()
+		s.mu.Lock()
+		s.wakeLocked(time.Time{})
+		s.mu.Unlock()
 		if s.self == nil {
 			return
 		}
@@ -324,113 +264,6 @@ func (s *Source) acquire(ctx context.Context) error {
 }
 
 func (s *Source) release() { <-s.sem }
-
-// ensure makes this node registered: it renews its lease, or grants a new
-// one when the lease is gone, and writes its member record, with its own
-// drain record when it drains and no drain record is there. Both go in one
-// transaction, so a node that comes back mid-drain is never seen
-// undrained. The caller holds s.sem.
-func (s *Source) ensure(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, opTimeout)
-	defer cancel()
-	if s.lease != clientv3.NoLease {
-		_, err := s.c.KeepAliveOnce(ctx, s.lease)
-		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			s.lease = clientv3.NoLease
-		} else if err != nil {
-			return fmt.Errorf("renewing lease %x: %w", int64(s.lease), err)
-		}
-	}
-	if s.lease == clientv3.NoLease {
-		g, err := s.c.Grant(ctx, s.ttl)
-		if err != nil {
-			return fmt.Errorf("granting a lease: %w", err)
-		}
-		s.lease = g.ID
-	}
-	put := clientv3.OpPut(s.selfKey, s.selfRec, clientv3.WithLease(s.lease))
-	txn := s.c.Txn(ctx)
-	if s.drain != nil {
-		txn = txn.If(clientv3.Compare(clientv3.CreateRevision(s.drainKey), "=", 0)).
-			Then(put, clientv3.OpPut(s.drainKey, s.drain.marshal(), clientv3.WithLease(s.lease))).
-			Else(put)
-	} else {
-		txn = txn.Then(put)
-	}
-	resp, err := txn.Commit()
-	if err != nil {
-		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			s.lease = clientv3.NoLease
-		}
-		return fmt.Errorf("writing %s: %w", s.selfKey, err)
-	}
-	s.putRev.Store(resp.Header.Revision)
-	select { // a kick from before is answered
-	case <-s.kick:
-	default:
-	}
-	return nil
-}
-
-// keepAlive keeps the lease alive and registers again whenever the
-// registration is lost: the lease expired (etcd unreachable for a TTL, a
-// long pause) or was revoked, or the member record was deleted.
-func (s *Source) keepAlive() {
-	defer s.wg.Done()
-	st := s.streak("registering failed; retrying", "")
-	bo := backoff{max: min(backoffMax, time.Duration(s.ttl)*time.Second/3)}
-	for lost := false; ; {
-		if lost {
-			s.sem <- struct{}{}
-			err := s.ensure(s.ctx)
-			<-s.sem
-			if s.ctx.Err() != nil {
-				return
-			}
-			if err != nil {
-				st.failed(err, "member", s.self.ID)
-				if !bo.sleep(s.ctx) {
-					return
-				}
-				continue
-			}
-			s.log.Info("wsredirect/etcd: registered again", "member", s.self.ID, "lease", fmt.Sprintf("%x", int64(s.lease)), "failures", st.reset())
-			bo.reset()
-			lost = false
-		}
-		kctx, kcancel := context.WithCancel(s.ctx)
-		ch, err := s.c.KeepAlive(kctx, s.lease)
-		why := ""
-		if err != nil {
-			why = err.Error()
-		} else {
-			why = s.hold(ch)
-		}
-		kcancel()
-		if s.ctx.Err() != nil {
-			return
-		}
-		s.log.Warn("wsredirect/etcd: registration lost; registering again", "member", s.self.ID, "lease", fmt.Sprintf("%x", int64(s.lease)), "why", why)
-		lost = true
-	}
-}
-
-// hold consumes keep-alive responses until the registration needs
-// attention, and says why.
-func (s *Source) hold(ch <-chan *clientv3.LeaseKeepAliveResponse) string {
-	for {
-		select {
-		case _, ok := <-ch:
-			if !ok {
-				return "keep-alive ended: the lease expired or was revoked, or etcd was out of reach for a TTL"
-			}
-		case <-s.kick:
-			return "member record deleted"
-		case <-s.ctx.Done():
-			return ""
-		}
-	}
-}
 
 // watch keeps the middleware's members in step with etcd: it reads the
 // whole fleet, then follows changes from the next revision; when the watch
@@ -550,18 +383,11 @@ func (s *Source) bad(key string, err error) {
 // one is kept. The caller holds s.mu.
 func (s *Source) applyLocked() {
 	v := s.view
-	if s.undrain != 0 && v.rev >= s.undrain {
-		s.undrain = 0
-	}
-	undrain := ""
-	if s.undrain != 0 {
-		undrain = s.self.ID
-	}
-	members := v.fleet(undrain, func(id, kept string) {
+	members := v.fleet(s.drainsInForce(), func(id, kept string) {
 		s.log.Warn("wsredirect/etcd: member skipped: its URL is registered already", "member", id, "kept", kept)
 	})
 	if s.self != nil && v.rev >= s.putRev.Load() {
-		if _, ok := v.members[s.self.ID]; !ok {
+		if e, ok := v.members[s.self.ID]; !ok || !e.target.Equal(s.selfURL) {
 			select {
 			case s.kick <- struct{}{}:
 			default:
