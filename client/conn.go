@@ -2,11 +2,9 @@ package client
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"slices"
 	"sync"
 	"time"
@@ -16,55 +14,99 @@ import (
 	"github.com/wsredirect/wsredirect/wire"
 )
 
-// Conn is a WebSocket connection that follows the close-code redirects of
-// wsredirect. When the server closes it with CloseRedirect and a target,
-// [Conn.ReadMessage] connects to the target; with CloseRetry and a delay,
-// it waits that long plus jitter and connects again to the URL first
-// dialled. A move the server announces in a message first (package wire)
-// is followed the same way, once the Conn has closed the old connection
-// from its side. Either way it goes on reading from the new connection,
-// and the redirect itself, including the text message that carries a
-// target too long for a close reason, never reaches the application.
+// Conn is a WebSocket connection that follows the moves of wsredirect. When
+// the server closes it with CloseRedirect and a target, [Conn.ReadMessage]
+// connects to the target; with CloseRetry and a delay, it waits that long
+// plus jitter and connects again to the URL first dialled. Either way it
+// goes on reading from the new connection, and the move never reaches the
+// application.
+//
+// Where the Conn goes is only ever said by a close frame (or a status or
+// Location on the way), which the server's WebSocket layer writes. A data
+// message cannot move it: on many servers another client may have written
+// it (a chat relays text verbatim). So every data message of the
+// application's connection reaches the application, in order, whatever it
+// says, "wsr1 " prefix and all. The exceptions:
+//
+//   - A stub, a connection whose server selected wire.Subprotocol (see the
+//     package doc), is only a redirect and never the application's: the
+//     "wsr1 <target>" message it sends before a "wsr1 +" close is the
+//     target of that close. A stub that sends anything else is taken for
+//     the application's connection from then on; one that has not closed
+//     within 5 seconds ends the Conn.
+//   - The cue (wire.Cue, "wsr1 move", exactly) asks the Conn to close
+//     first, so that nothing it writes is behind the server's close frame.
+//     The Conn holds the cue, stops writing (writes queue, as during any
+//     move), closes with code 1000 and reads on until the server answers
+//     with its close frame, for at most 5 seconds; messages read meanwhile
+//     are held after the cue. If the answer is a move (CloseRedirect or
+//     CloseRetry with a reason that parses), the cue was the server's: it
+//     is dropped, the held messages are delivered and the move is followed.
+//     If the answer is the usual echo (1000, or 1005 without a code) or
+//     none comes in time, the cue was not the server's (another client
+//     wrote it): the cue and the held messages are delivered as the
+//     ordinary messages they are, and the Conn dials the URL it is on
+//     again, at once, queued writes first, surfacing nothing; that dial
+//     neither uses nor updates the memory of redirects. After a cue proved
+//     false, cues are ordinary messages for a minute, so forged cues cost
+//     at most one reconnect a minute. Any other answer is a real close:
+//     the held messages, cue included, are delivered, then the close.
+//
+// So the most a message another client wrote can do is make the Conn dial
+// the URL it is on again, at most once a minute, which the application
+// does not see beyond its writes waiting for that dial (and for the
+// server's answer, at most 5 seconds).
 //
 // The [Dialer]'s rules hold across reconnects: one hop cap and one loop
 // memory for the chain, wss never left for ws, credentials dropped once the
-// origin changes, CheckRedirect asked. A chain ends when the application
-// receives a message: a connection that carried data was not part of a
-// loop, so the next move starts a new chain.
+// origin changes, CheckRedirect asked before each move by a close frame.
+// A move CheckRedirect vetoes does not end the Conn: it dials the URL it is
+// on again instead, as after a false cue; a redirect of that dial that is
+// vetoed too, or a veto of a move of the connection that dial opened
+// before it carried a message, ends the Conn. A chain ends when the
+// application receives a message: a connection that carried data was not
+// part of a loop, so the next move starts a new chain.
 //
 // A Conn supports one concurrent reader and one concurrent writer, as
 // gorilla's does. Moves happen while the reader reads, so keep one reading.
 //
 // What is delivered where during a move: every message written before the
-// Conn sees the server's close or announcement reaches the old node's app
-// (a wsredirect server keeps reading until the close handshake completes);
+// Conn sees the server's close or cue reaches the old node's app (a
+// wsredirect server keeps reading until the close handshake completes);
 // every message written from then until the new connection is open is
-// queued — at most
-// [Dialer.MaxQueuedMessages] and [Dialer.MaxQueuedBytes] — and written
-// first thing on the new connection, in order. Each message reaches exactly
-// one node's app, or its write fails ([ErrQueueFull]), or the [*Error] that
-// ends the Conn lists it in Unsent; none is dropped silently. Delivery to an
-// app is not processing by it: for end-to-end exactly-once, number messages
-// and have the app acknowledge them, resuming from the last acknowledged
-// one after a move, which [Conn.Hops] reveals.
+// queued — at most [Dialer.MaxQueuedMessages] and
+// [Dialer.MaxQueuedBytes] — and written first thing on the new
+// connection, in order. Each message reaches exactly one node's app, or
+// its write fails ([ErrQueueFull]), or the [*Error] that ends the Conn
+// lists it in Unsent; none is dropped silently. After a close frame that
+// came first (no cue), a message written meanwhile may have been sent and
+// lost with the old connection, which no client can prevent. Delivery to
+// an app is not processing by it: for end-to-end exactly-once, number
+// messages and have the app acknowledge them, resuming from the last
+// acknowledged one after a move, which [Conn.Hops] reveals.
 type Conn struct {
 	// Used by the reading goroutine only.
 	ch      *chain
-	pending string // a redirect message waiting for its close frame
-	// The close the server announced in a message (see package wire),
-	// acted on once the connection this side closed ends, by leaveBy.
-	announced *websocket.CloseError
-	leaveBy   time.Time
-	settled   bool  // the application received a message since the last move
-	err       error // the read error that ended the Conn
-	reading   sync.WaitGroup
+	stub    bool      // the connection is a stub: a redirect, not the app's
+	stubBy  time.Time // when the stub must have closed
+	pending []byte    // on a stub: the last "wsr1 " message, the target of a "wsr1 +" close
+	held    []Message // read, and due to the application before anything read later
+	settled bool      // the application received a message since the last move
+	// stayed: the connection is the one a veto went back to, and it has
+	// carried no message yet.
+	stayed   bool
+	falseCue time.Time // when a cue last proved false; zero: never
+	now      func() time.Time
+	err      error // the read error that ends the Conn, once held is delivered
+	reading  sync.WaitGroup
 
 	mu     sync.Mutex
 	ws     *websocket.Conn
+	proto  string // the subprotocol of the app's connection
 	trace  []Hop
 	closed bool
-	// The writer's side of a move: from the server's redirect close until
-	// the new connection is open, writes queue.
+	// The writer's side of a move: from the server's redirect close or
+	// cue until the new connection is open, writes queue.
 	moving      bool
 	queue       []Message
 	queuedBytes int
@@ -92,10 +134,15 @@ type Message struct {
 }
 
 // Connect dials like [Dialer.DialContext] and returns a [Conn] that follows
-// close-code redirects. The Dialer is copied: later changes to it do not
+// the moves of wsredirect. The Dialer is copied: later changes to it do not
 // affect the Conn. The copy shares the Dialer's memory of redirects
 // ([Dialer.RememberRedirects]): where the Conn is moved to is remembered
 // for the Dialer's next dial of urlStr.
+//
+// Unlike DialContext, Connect returns as soon as a connection is open, with
+// its handshake response, and leaves a stub's redirect (its response's
+// Sec-WebSocket-Protocol is then wire.Subprotocol) to the first
+// ReadMessage. [Conn.Subprotocol] is the application's subprotocol.
 func (d *Dialer) Connect(ctx context.Context, urlStr string, requestHeader http.Header) (*Conn, *http.Response, error) {
 	d.memory() // created before the copy, so that the copy shares it
 	dd := *d
@@ -107,11 +154,30 @@ func (d *Dialer) Connect(ctx context.Context, urlStr string, requestHeader http.
 	if err != nil {
 		return nil, resp, err
 	}
-	c := &Conn{ch: ch, ws: ws}
+	c := &Conn{ch: ch, now: d.now}
+	if c.now == nil {
+		c.now = time.Now
+	}
 	c.maxQueued, c.maxQueuedBytes = d.queueLimits()
-	c.watch(ws)
+	c.use(ws)
+	c.ws = ws
 	c.publish()
 	return c, resp, nil
+}
+
+// use makes ws the connection the Conn reads, once dialled.
+func (c *Conn) use(ws *websocket.Conn) {
+	c.watch(ws)
+	c.stub = isStub(ws)
+	if c.stub {
+		c.stubBy = time.Now().Add(leaveAnswer)
+	}
+	c.mu.Lock()
+	c.proto = ""
+	if !c.stub {
+		c.proto = ws.Subprotocol()
+	}
+	c.mu.Unlock()
 }
 
 // watch makes ws's close handler start a move before it answers the
@@ -131,63 +197,83 @@ func (c *Conn) watch(ws *websocket.Conn) {
 	})
 }
 
-// ReadMessage reads the next data message, reconnecting first when the
-// server moves the connection. ctx bounds the read and any reconnection;
-// once ctx ends a read, the Conn is done, as after a passed read deadline
-// in gorilla. Errors are gorilla's (a *websocket.CloseError for other close
-// codes) or, when a move could not be followed, an [*Error]; after an error
-// every call returns it.
+// ReadMessage reads the next data message, following the server's moves
+// first (see [Conn] for which messages are whose). ctx bounds the read and
+// any reconnection; once ctx ends a read, the Conn is done, as after a
+// passed read deadline in gorilla. Errors are gorilla's (a
+// *websocket.CloseError for other close codes) or, when a move could not
+// be followed, an [*Error]; messages read before the error are delivered
+// first, and after it every call returns it.
 func (c *Conn) ReadMessage(ctx context.Context) (messageType int, p []byte, err error) {
-	if c.err != nil {
-		return 0, nil, c.err
-	}
 	for {
+		if len(c.held) > 0 {
+			m := c.held[0]
+			c.held[0] = Message{}
+			c.held = c.held[1:]
+			return m.Type, m.Data, nil
+		}
+		if c.err != nil {
+			return 0, nil, c.err
+		}
 		ws := c.current()
-		if c.announced != nil {
-			ws.SetReadDeadline(c.leaveBy)
+		if c.stub {
+			ws.SetReadDeadline(c.stubBy)
 		}
 		messageType, p, err = c.read(ctx, ws)
-		if err == nil {
-			// The marker is a short prefix: converting at most 32 bytes
-			// keeps the check on the stack for messages of any size.
-			if messageType == websocket.TextMessage && wire.IsRedirectMessage(string(p[:min(len(p), 32)])) {
-				if code, reason, ok := wire.Announced(string(p)); ok {
-					c.leave(ws, code, reason)
-					continue
-				}
-				c.pending = string(p)
-				continue
-			}
-			c.pending = ""
-			c.settled = true
+		switch {
+		case err != nil:
+			c.end(ctx, ws, err)
+		case c.stub:
+			c.onStub(ws, messageType, p)
+		case messageType == websocket.TextMessage && isCue(p) && c.cueWelcome():
+			c.answerCue(ctx, ws)
+		default:
+			c.delivered()
 			return messageType, p, nil
-		}
-		if err = c.move(ctx, ws, err); err != nil {
-			c.err = c.failWrites(err)
-			return 0, nil, c.err
 		}
 	}
 }
 
-// leaveAnswer bounds how long a connection this side closed on an
-// announcement may take to end: the server answers the close at once, and
-// the messages it still sends before that are read meanwhile.
-var leaveAnswer = 5 * time.Second
+// delivered notes that the application receives a message of the current
+// connection.
+func (c *Conn) delivered() {
+	c.settled, c.stayed = true, false
+}
 
-// leave acts on a move announced in a message: writes queue from here on,
-// the close frame goes out behind everything written so far, and the
-// connection is read until it ends, when the move follows (see move).
-func (c *Conn) leave(ws *websocket.Conn, code int, reason string) {
-	if c.announced != nil {
-		return
+// hold queues messages of the current connection for the application,
+// ahead of anything read later.
+func (c *Conn) hold(ms ...Message) {
+	if len(ms) > 0 {
+		c.held = append(c.held, ms...)
+		c.delivered()
 	}
-	c.mu.Lock()
-	c.moving = true
-	c.mu.Unlock()
-	c.announced = &websocket.CloseError{Code: code, Text: reason}
-	c.leaveBy = time.Now().Add(leaveAnswer)
-	ws.WriteControl(websocket.CloseMessage,
-		websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), c.leaveBy)
+}
+
+// holdPending hands the application a stub's "wsr1 " message that turned
+// out not to be the target of a move.
+func (c *Conn) holdPending() {
+	if c.pending != nil {
+		c.hold(Message{Type: websocket.TextMessage, Data: c.pending})
+		c.pending = nil
+	}
+}
+
+// end acts on the read error that ended ws: it follows the move the close
+// says, or ends the Conn.
+func (c *Conn) end(ctx context.Context, ws *websocket.Conn, readErr error) {
+	if c.stub && ctx.Err() == nil && isTimeout(readErr) {
+		readErr = &Error{Hops: c.Hops(), Err: stubError(c.ch.hops[len(c.ch.hops)-1].URL, readErr)}
+	}
+	err := c.move(ctx, ws, readErr)
+	c.holdPending()
+	c.stop(err)
+}
+
+// stop ends the Conn with err, unless it is nil.
+func (c *Conn) stop(err error) {
+	if err != nil {
+		c.err = c.failWrites(err)
+	}
 }
 
 // read is ws.ReadMessage bounded by ctx: gorilla reads know deadlines
@@ -214,130 +300,6 @@ func (c *Conn) read(ctx context.Context, ws *websocket.Conn) (int, []byte, error
 	// fail the next one.
 	ws.SetReadDeadline(time.Time{})
 	return messageType, p, nil
-}
-
-// move follows a close-code redirect or retry that ended ws with readErr,
-// and returns readErr itself when it is neither.
-func (c *Conn) move(ctx context.Context, ws *websocket.Conn, readErr error) error {
-	var ce *websocket.CloseError
-	switch {
-	case ctx.Err() != nil:
-		return readErr
-	case c.announced != nil:
-		// This side closed it: however it ended, the move is the one
-		// announced.
-		ce, c.announced = c.announced, nil
-	case !errors.As(readErr, &ce):
-		return readErr
-	}
-	// The server closed it; what is left is the socket.
-	ws.Close()
-	ch := c.ch
-	if c.settled {
-		ch.hops = ch.hops[len(ch.hops)-1:]
-		ch.loopFrom, ch.redirects, ch.retries = 0, 0, 0
-		c.settled = false
-	}
-	last := &ch.hops[len(ch.hops)-1]
-	var next *url.URL
-	switch ce.Code {
-	case wire.CloseRedirect:
-		target, ok := wire.ParseRedirect(ce.Text, c.pending, ch.cur.String())
-		if !ok {
-			return readErr
-		}
-		last.Close, last.Location = ce.Code, target
-		u, err := ch.follow(ch.cur, target)
-		if err != nil {
-			c.publish()
-			return ch.fail(ctx, err)
-		}
-		next = u
-	case wire.CloseRetry:
-		after, ok := wire.ParseRetry(ce.Text)
-		if !ok {
-			return readErr
-		}
-		last.Close, last.RetryAfter = ce.Code, after
-		if err := ch.wait(ctx, after); err != nil {
-			if err == errNoRetry {
-				err = readErr
-			}
-			c.publish()
-			return ch.fail(ctx, err)
-		}
-		// Back where the caller sent us, as the caller sent us.
-		ch.restart()
-		next = ch.first
-	default:
-		return readErr
-	}
-	c.pending = ""
-	nws, _, err := ch.run(ctx, next)
-	c.publish()
-	if err != nil {
-		return err
-	}
-	c.watch(nws)
-	return c.open(nws)
-}
-
-// open makes nws the Conn's connection once the messages queued during the
-// move are written to it, in order, ahead of any written later: writes keep
-// queueing until the queue is empty.
-func (c *Conn) open(nws *websocket.Conn) error {
-	for {
-		c.mu.Lock()
-		if c.closed {
-			c.mu.Unlock()
-			nws.Close()
-			return net.ErrClosed
-		}
-		batch := c.queue
-		if len(batch) == 0 {
-			c.ws, c.moving = nws, false
-			c.mu.Unlock()
-			return nil
-		}
-		c.queue, c.queuedBytes = nil, 0
-		c.mu.Unlock()
-		for i, m := range batch {
-			if err := nws.WriteMessage(m.Type, m.Data); err != nil {
-				// The new connection failed already: what is left goes
-				// back in front of the queue for the next move, or for
-				// the error that ends the Conn.
-				c.mu.Lock()
-				c.queue = append(batch[i:len(batch):len(batch)], c.queue...)
-				c.queuedBytes = 0
-				for _, m := range c.queue {
-					c.queuedBytes += len(m.Data)
-				}
-				c.ws = nws
-				c.mu.Unlock()
-				return nil
-			}
-		}
-	}
-}
-
-// failWrites ends the writer's side with err, the read error that ended
-// the Conn; the messages queued for a move that failed go out with it.
-func (c *Conn) failWrites(err error) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.queue) > 0 {
-		e := &Error{Err: err}
-		var ce *Error
-		if errors.As(err, &ce) {
-			*e = *ce
-		}
-		e.Unsent, c.queue, c.queuedBytes = c.queue, nil, 0
-		err = e
-	}
-	if c.moving {
-		c.werr = err
-	}
-	return err
 }
 
 // WriteMessage writes a message to the current connection or, while the
@@ -409,6 +371,16 @@ func (c *Conn) Hops() []Hop {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.trace)
+}
+
+// Subprotocol returns the subprotocol the server of the application's
+// connection selected: "" for none, and while the Conn is on a stub, which
+// is not the application's connection (so it is never wire.Subprotocol).
+// It may change when the Conn moves.
+func (c *Conn) Subprotocol() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.proto
 }
 
 func (c *Conn) current() *websocket.Conn {

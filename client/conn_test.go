@@ -5,8 +5,10 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,8 +25,20 @@ import (
 // scripted upgrades every request and runs script on the connection.
 func scripted(t *testing.T, tls bool, script func(c *websocket.Conn, r *http.Request)) *httptest.Server {
 	t.Helper()
+	return scriptedWith(t, &upgrader, tls, script)
+}
+
+// scriptedStub is scripted with the upgrader of a stub: it selects the
+// marker, as a wsredirect server accepting only to close does.
+func scriptedStub(t *testing.T, script func(c *websocket.Conn, r *http.Request)) *httptest.Server {
+	t.Helper()
+	return scriptedWith(t, &wstest.StubUpgrader, false, script)
+}
+
+func scriptedWith(t *testing.T, up *websocket.Upgrader, tls bool, script func(c *websocket.Conn, r *http.Request)) *httptest.Server {
+	t.Helper()
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := upgrader.Upgrade(w, r, nil)
+		c, err := up.Upgrade(w, r, nil)
 		if err != nil {
 			return
 		}
@@ -46,16 +60,22 @@ func TestConnFollowsCloseRedirect(t *testing.T) {
 	long := strings.Repeat("t0k3n", 40)
 	tests := []struct {
 		name, path string
+		stub       bool
 	}{
-		{"target in the close reason", "/room/1"},
-		{"target in a message before the close", "/room/1?token=" + long},
+		{"target in the close reason", "/room/1", false},
+		{"target in the close reason, on a stub", "/room/1", true},
+		{"target in a message before the close, on a stub", "/room/1?token=" + long, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			target := wsURL(b.Server, tc.path)
 			msg, _ := wire.EncodeRedirect(target)
 			require.Equal(t, tc.path != "/room/1", msg != "", "the case covers the intended encoding")
-			a := scripted(t, false, func(c *websocket.Conn, r *http.Request) { wstest.CloseRedirect(c, target) })
+			script := func(c *websocket.Conn, r *http.Request) { wstest.CloseRedirect(c, target) }
+			a := scripted(t, false, script)
+			if tc.stub {
+				a = scriptedStub(t, script)
+			}
 
 			var d client.Dialer
 			c, resp, err := d.Connect(context.Background(), wsURL(a, "/"), nil)
@@ -80,81 +100,43 @@ func TestConnFollowsCloseRedirect(t *testing.T) {
 	}
 }
 
-// TestConnFollowsAnnouncedMove: a move announced in a message (the
-// middleware's TrackSend) is followed once the Conn has closed the old
-// connection itself: what the application wrote before the announcement
-// reaches the old server ahead of the Conn's close (code 1000), what the
-// old server sent after it is still delivered, and writes from then on go
-// to the new server. A server that never answers the close does not hold
-// the move beyond a bound.
-func TestConnFollowsAnnouncedMove(t *testing.T) {
-	for _, answers := range []bool{true, false} {
-		t.Run(map[bool]string{true: "server answers the close", false: "server never reads"}[answers], func(t *testing.T) {
-			client.SetLeaveAnswer(t, 300*time.Millisecond)
-			b := startGreeter(t, "B", false, nil)
-			type result struct {
-				got   []string
-				close int
-			}
-			done := make(chan result, 1)
-			stop := make(chan struct{})
-			t.Cleanup(func() { close(stop) })
-			a := scripted(t, false, func(c *websocket.Conn, r *http.Request) {
-				reason, _ := wire.EncodeMove(wsURL(b.Server, ""))
-				c.WriteMessage(websocket.TextMessage, []byte("before"))
-				_, p, _ := c.ReadMessage() // the client is writing: "go"
-				var res result
-				res.got = append(res.got, string(p))
-				c.WriteMessage(websocket.TextMessage, []byte(reason))
-				c.WriteMessage(websocket.TextMessage, []byte("after"))
-				if !answers {
-					<-stop
-					return
-				}
-				for {
-					_, p, err := c.ReadMessage()
-					if err != nil {
-						var ce *websocket.CloseError
-						if errors.As(err, &ce) {
-							res.close = ce.Code
-						}
-						done <- res
-						return
-					}
-					res.got = append(res.got, string(p))
-				}
-			})
-
-			c, _, err := (&client.Dialer{}).Connect(context.Background(), wsURL(a, "/rooms/1?t=x"), nil)
-			require.NoError(t, err)
-			defer c.Close()
-			_, p, err := c.ReadMessage(context.Background())
-			require.NoError(t, err)
-			assert.Equal(t, "before", string(p))
-			require.NoError(t, c.WriteMessage(websocket.TextMessage, []byte("go")))
-			_, p, err = c.ReadMessage(context.Background())
-			require.NoError(t, err)
-			assert.Equal(t, "after", string(p), "sent after the announcement, before the close: delivered")
-			require.NoError(t, c.WriteMessage(websocket.TextMessage, []byte("queued")))
-			start := time.Now()
-			_, p, err = c.ReadMessage(context.Background())
-			require.NoError(t, err)
-			assert.Equal(t, "B /rooms/1?t=x", string(p), "moved to the announced base, path and query kept")
-			_, p, err = c.ReadMessage(context.Background())
-			require.NoError(t, err)
-			assert.Equal(t, "B /rooms/1?t=x: queued", string(p), "the write after the announcement went to the new server")
-			hops := c.Hops()
-			require.Len(t, hops, 2)
-			assert.Equal(t, wire.CloseRedirect, hops[0].Close)
-			if answers {
-				res := <-done
-				assert.Equal(t, []string{"go"}, res.got)
-				assert.Equal(t, websocket.CloseNormalClosure, res.close, "the Conn closed the old connection itself")
-			} else {
-				assert.GreaterOrEqual(t, time.Since(start), 200*time.Millisecond, "it waited for the close to be answered")
-			}
-		})
+// TestConnRedirectMessagesAreTheApps: on the application's connection a
+// "wsr1 " message is the application's, whatever it says, and a close
+// that needs one as its target ("wsr1 +") is an ordinary close: data
+// cannot move a Conn.
+func TestConnRedirectMessagesAreTheApps(t *testing.T) {
+	var elsewhere atomic.Int64
+	target := scripted(t, false, func(c *websocket.Conn, r *http.Request) { elsewhere.Add(1) })
+	lines := []string{
+		"wsr1 " + wsURL(target, "/x"),
+		"wsr1 =" + wsURL(target, ""),
+		"wsr1 retry=30",
+		"wsr1 +",
+		"wsr1 move?",
+		"data",
+		"wsr1 " + wsURL(target, "/y"),
 	}
+	a := scripted(t, false, func(c *websocket.Conn, r *http.Request) {
+		for _, l := range lines {
+			c.WriteMessage(websocket.TextMessage, []byte(l))
+		}
+		wstest.CloseWith(c, "", wire.CloseRedirect, "wsr1 +")
+	})
+	var d client.Dialer
+	c, _, err := d.Connect(context.Background(), wsURL(a, "/"), nil)
+	require.NoError(t, err)
+	defer c.Close()
+	var got []string
+	for range lines {
+		_, p, err := c.ReadMessage(context.Background())
+		require.NoError(t, err)
+		got = append(got, string(p))
+	}
+	assert.Equal(t, lines, got)
+	_, _, err = c.ReadMessage(context.Background())
+	assert.True(t, websocket.IsCloseError(err, wire.CloseRedirect), "%v", err)
+	assert.Zero(t, elsewhere.Load())
+	assert.Len(t, c.Hops(), 1)
 }
 
 func TestConnFollowsMoveToBase(t *testing.T) {
@@ -266,22 +248,6 @@ func TestConnCloseRedirectRules(t *testing.T) {
 		assert.True(t, websocket.IsCloseError(err, 4000), err)
 	})
 
-	t.Run("redirect message without a close is swallowed, later data is not", func(t *testing.T) {
-		a := scripted(t, false, func(c *websocket.Conn, r *http.Request) {
-			c.WriteMessage(websocket.TextMessage, []byte("wsr1 ws://elsewhere/"))
-			c.WriteMessage(websocket.TextMessage, []byte("data"))
-			wstest.CloseWith(c, "", websocket.CloseNormalClosure, "")
-		})
-		var d client.Dialer
-		c, _, err := d.Connect(context.Background(), wsURL(a, "/"), nil)
-		require.NoError(t, err)
-		defer c.Close()
-		_, p, err := c.ReadMessage(context.Background())
-		require.NoError(t, err)
-		assert.Equal(t, "data", string(p))
-		_, _, err = c.ReadMessage(context.Background())
-		assert.True(t, websocket.IsCloseError(err, websocket.CloseNormalClosure), err)
-	})
 }
 
 func TestConnCloseRetry(t *testing.T) {
@@ -376,5 +342,179 @@ func TestConnReadKeepsWorkingAfterUnusedContext(t *testing.T) {
 		cancel()
 		require.NoError(t, err)
 		assert.Equal(t, "B /: "+strconv.Itoa(i), string(p))
+	}
+}
+
+// TestConnCheckRedirectVeto: CheckRedirect sees every move by a close
+// frame before the connection it moves is given up, and a veto keeps the
+// Conn: it dials the URL it was on again, with the header it had there,
+// and reads on. A veto where that cannot help ends the Conn: a redirect of
+// that dial, the move of a stub (which never was the application's
+// connection), and a second move of the connection the veto went back to
+// before it carried a message.
+func TestConnCheckRedirectVeto(t *testing.T) {
+	b := startGreeter(t, "B", false, nil)
+	bHost := strings.TrimPrefix(b.URL, "http://")
+	errVeto := errors.New("not B")
+	var vetted []string
+	d := client.Dialer{CheckRedirect: func(next *url.URL, _ http.Header, via []client.Hop) error {
+		vetted = append(vetted, next.String())
+		if next.Host == bHost {
+			return errVeto
+		}
+		return nil
+	}}
+	target := wsURL(b.Server, "/x")
+
+	// A visit is how a serves its nth upgrade; a nil one answers it with
+	// a 307 to B instead.
+	type visit func(n int64, c *websocket.Conn)
+	moveAfterOneMessage := func(n int64, c *websocket.Conn) {
+		c.WriteMessage(websocket.TextMessage, []byte("A"+strconv.FormatInt(n, 10)))
+		if _, p, err := c.ReadMessage(); err == nil && string(p) == "go" {
+			wstest.CloseRedirect(c, target)
+			return
+		}
+	}
+	echoes := func(n int64, c *websocket.Conn) {
+		name := "A" + strconv.FormatInt(n, 10)
+		c.WriteMessage(websocket.TextMessage, []byte(name))
+		for {
+			_, p, err := c.ReadMessage()
+			if err != nil || c.WriteMessage(websocket.TextMessage, []byte(name+": "+string(p))) != nil {
+				return
+			}
+		}
+	}
+	movesAtOnce := func(_ int64, c *websocket.Conn) { wstest.CloseRedirect(c, target) }
+	start := func(t *testing.T, up *websocket.Upgrader, visits ...visit) (srv *httptest.Server, auth *[]string) {
+		var n atomic.Int64
+		auth = new([]string)
+		var mu sync.Mutex
+		srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			i := n.Add(1)
+			mu.Lock()
+			*auth = append(*auth, r.Header.Get("Authorization"))
+			mu.Unlock()
+			v := visits[min(int(i), len(visits))-1]
+			if v == nil {
+				http.Redirect(w, r, target, http.StatusTemporaryRedirect)
+				return
+			}
+			c, err := up.Upgrade(w, r, nil)
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			v(i, c)
+		}))
+		t.Cleanup(srv.Close)
+		return srv, auth
+	}
+	connect := func(t *testing.T, srv *httptest.Server) *client.Conn {
+		vetted = nil
+		c, _, err := d.Connect(context.Background(), wsURL(srv, "/x"), http.Header{"Authorization": {"Bearer a"}})
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	read := func(t *testing.T, c *client.Conn) string {
+		t.Helper()
+		_, p, err := c.ReadMessage(context.Background())
+		require.NoError(t, err)
+		return string(p)
+	}
+
+	t.Run("the Conn stays where it was", func(t *testing.T) {
+		a, auth := start(t, &upgrader, moveAfterOneMessage, echoes)
+		c := connect(t, a)
+		assert.Equal(t, "A1", read(t, c))
+		require.NoError(t, c.WriteMessage(websocket.TextMessage, []byte("go")))
+		assert.Equal(t, "A2", read(t, c), "dialled the URL it was on again")
+		require.NoError(t, c.WriteMessage(websocket.TextMessage, []byte("hi")))
+		assert.Equal(t, "A2: hi", read(t, c))
+		assert.Equal(t, []string{target}, vetted)
+		assert.Equal(t, []string{"Bearer a", "Bearer a"}, *auth, "the vetoed hop to another origin dropped nothing")
+		b.mu.Lock()
+		assert.Empty(t, b.headers, "B was never dialled")
+		b.mu.Unlock()
+		hops := c.Hops()
+		require.Len(t, hops, 2)
+		assert.Equal(t, client.Hop{URL: wsURL(a, "/x"), Status: 101, Close: wire.CloseRedirect, Location: target}, withoutElapsed(hops[0]))
+		assert.Equal(t, client.Hop{URL: wsURL(a, "/x"), Status: 101}, withoutElapsed(hops[1]))
+		assert.Empty(t, client.Remembered(&d, wsURL(a, "/x")))
+	})
+
+	t.Run("a redirect of the dial back is vetted again", func(t *testing.T) {
+		a, _ := start(t, &upgrader, moveAfterOneMessage, nil)
+		c := connect(t, a)
+		assert.Equal(t, "A1", read(t, c))
+		require.NoError(t, c.WriteMessage(websocket.TextMessage, []byte("go")))
+		_, _, err := c.ReadMessage(context.Background())
+		require.ErrorIs(t, err, errVeto)
+		var cerr *client.Error
+		require.ErrorAs(t, err, &cerr)
+		assert.Equal(t, []int{101, 307}, statuses(cerr.Hops))
+		assert.Equal(t, []string{target, target}, vetted)
+	})
+
+	t.Run("a stub's redirect is a dial's", func(t *testing.T) {
+		a, _ := start(t, &wstest.StubUpgrader, movesAtOnce)
+		c := connect(t, a)
+		_, _, err := c.ReadMessage(context.Background())
+		require.ErrorIs(t, err, errVeto)
+		assert.Equal(t, []int{101}, statuses(c.Hops()))
+	})
+
+	t.Run("moved again before a message", func(t *testing.T) {
+		a, _ := start(t, &upgrader, moveAfterOneMessage, movesAtOnce)
+		c := connect(t, a)
+		assert.Equal(t, "A1", read(t, c))
+		require.NoError(t, c.WriteMessage(websocket.TextMessage, []byte("go")))
+		_, _, err := c.ReadMessage(context.Background())
+		require.ErrorIs(t, err, errVeto)
+		assert.Equal(t, []int{101, 101}, statuses(c.Hops()))
+		assert.Equal(t, []string{target, target}, vetted)
+	})
+}
+
+// TestConnSubprotocol: every hop offers the marker after the
+// application's subprotocols, from Dialer.Subprotocols or from a
+// Sec-WebSocket-Protocol header; Subprotocol is the one the application's
+// server selected, never the marker.
+func TestConnSubprotocol(t *testing.T) {
+	var offered sync.Map // path → offered subprotocols
+	chat := websocket.Upgrader{Subprotocols: []string{"v2"}}
+	b := scriptedWith(t, &chat, false, func(c *websocket.Conn, r *http.Request) {
+		offered.Store("b", websocket.Subprotocols(r))
+		c.WriteMessage(websocket.TextMessage, []byte("B"))
+		c.ReadMessage()
+	})
+	a := scriptedStub(t, func(c *websocket.Conn, r *http.Request) {
+		offered.Store("a", websocket.Subprotocols(r))
+		wstest.CloseRedirect(c, wsURL(b, "/"))
+	})
+	for _, tc := range []struct {
+		name   string
+		d      client.Dialer
+		header http.Header
+	}{
+		{"Dialer.Subprotocols", client.Dialer{Dialer: websocket.Dialer{Subprotocols: []string{"v1", "v2"}}}, nil},
+		{"header", client.Dialer{}, http.Header{"Sec-Websocket-Protocol": {"v1, v2"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _, err := tc.d.Connect(context.Background(), wsURL(a, "/"), tc.header)
+			require.NoError(t, err)
+			defer c.Close()
+			assert.Empty(t, c.Subprotocol(), "on the stub")
+			_, p, err := c.ReadMessage(context.Background())
+			require.NoError(t, err)
+			assert.Equal(t, "B", string(p))
+			assert.Equal(t, "v2", c.Subprotocol())
+			for _, node := range []string{"a", "b"} {
+				got, _ := offered.Load(node)
+				assert.Equal(t, []string{"v1", "v2", wire.Subprotocol}, got, node)
+			}
+		})
 	}
 }

@@ -27,9 +27,19 @@
 //     first guess: the server there decides, so a stale one costs one more
 //     redirect, and a target that fails falls back to the URL as given.
 //
-// [Dialer.Connect] returns a [Conn] that also follows the close-code
-// redirects of wsredirect (CloseRedirect, CloseRetry) under the same rules,
-// reconnecting without surfacing them to the application.
+// Every hop offers the subprotocol wire.Subprotocol after the Dialer's own
+// Subprotocols. A wsredirect server that answers with a close frame rather
+// than a status (browser requests, or Options.Mode ModeClose) selects it:
+// such a connection, a stub, is only a redirect, and its close is followed
+// like a 3xx. A server that selects another subprotocol, or none, has
+// opened the application's connection.
+//
+// [Dialer.Connect] returns a [Conn] that also follows the moves of
+// wsredirect (close codes CloseRedirect and CloseRetry, and the cue that
+// may precede them) under the same rules, reconnecting without surfacing
+// them to the application. Where a client goes is only ever said by a
+// status, a Location or a close frame, which the server writes; never by
+// a data message, which on many servers another client may have written.
 package client
 
 import (
@@ -42,6 +52,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -82,17 +93,26 @@ type Dialer struct {
 	AllowDowngrade bool
 
 	// CheckRedirect, when set, is called before each redirect is followed,
-	// like net/http's Client.CheckRedirect. next is a copy of the URL about
-	// to be dialled; header is what will be sent there, credentials already
-	// dropped if the hop changes origin. The hook may change header, for
-	// instance to add credentials for next's origin on purpose; the change
-	// holds for the rest of the chain (and is dropped again at the next
-	// change of origin). via lists the hops so far, the redirecting one
-	// last; it must not be modified or kept. A non-nil error stops the
-	// chain and is returned inside an [*Error]. Before a remembered
-	// target is dialled (see RememberRedirects), via is one Hop that was
-	// not dialled: the first URL, with the target as Location; an error
-	// then only skips the memory.
+	// like net/http's Client.CheckRedirect: a 3xx, the close of a stub
+	// (see the package doc) and every move of a [Conn] by a close frame,
+	// before the connection it moves is given up. next is a copy of the URL
+	// about to be dialled; header is what will be sent there, credentials
+	// already dropped if the hop changes origin. The hook may change
+	// header, for instance to add credentials for next's origin on purpose;
+	// the change holds for the rest of the chain (and is dropped again at
+	// the next change of origin). via lists the hops so far, the
+	// redirecting one last; it must not be modified or kept.
+	//
+	// A non-nil error vetoes the redirect, and nothing the hook did to
+	// header is kept. A veto of a dial's redirect (a 3xx or a stub's
+	// close) stops the chain: the error is returned inside an [*Error]. A
+	// veto of a move of a Conn's open connection does not end the Conn: it
+	// dials the URL it was on again, as the application had it, and reads
+	// on (see [Conn]); if that dial is redirected, the redirect is vetted
+	// again and a veto there ends the Conn. Before a remembered target is
+	// dialled (see RememberRedirects), via is one Hop that was not dialled:
+	// the first URL, with the target as Location; an error then only skips
+	// the memory.
 	CheckRedirect func(next *url.URL, header http.Header, via []Hop) error
 
 	// MaxRetries caps how many times a chain waits and tries again after a
@@ -131,17 +151,22 @@ type Dialer struct {
 	// URL's, and CheckRedirect is asked as for a redirect (a veto skips the
 	// memory). wss is not left for ws unless AllowDowngrade, nor is the
 	// memory used with MaxHops negative. A close-code move of a [Conn]
-	// updates the memory too; a chain that ends on the URL first dialled
-	// (a 503 retried, a CloseRetry) clears it. At most [MaxRemembered]
-	// URLs are kept, the one stored longest ago forgotten first; an entry
-	// expires RememberRedirects after the chain that stored it, whether or
-	// not it was used since. Default (0): 10 minutes. Negative: off, no
-	// dial looks anything up or stores anything.
+	// updates the memory too (going back to the URL it was on after a
+	// false cue or a veto does not); a chain that ends on the URL first
+	// dialled (a 503 retried, a CloseRetry) clears it. At most
+	// [MaxRemembered] URLs are kept, the one stored longest ago forgotten
+	// first; an entry expires RememberRedirects after the chain that
+	// stored it, whether or not it was used since. Default (0): 10
+	// minutes. Negative: off, no dial looks anything up or stores anything.
 	RememberRedirects time.Duration
 
 	// sleep waits for d, or until ctx is done and then returns ctx.Err():
 	// a timer, unless a test injects one (export_test.go).
 	sleep func(ctx context.Context, d time.Duration) error
+
+	// now reads the clock of a Conn's cue budget: time.Now, unless a test
+	// injects one (export_test.go).
+	now func() time.Time
 
 	// memo is the *memory of RememberRedirects, created on first use
 	// (see Dialer.memory).
@@ -158,11 +183,20 @@ func (d *Dialer) Dial(urlStr string, requestHeader http.Header) (*websocket.Conn
 // gorilla's DialContext. The response is the last one received, also on
 // failure when there is one; errors other than a bad urlStr are [*Error].
 // requestHeader is not modified.
+//
+// A stub (see the package doc) is followed like a 3xx and never returned:
+// the connection returned is the application's, and its Subprotocol is
+// never wire.Subprotocol. A stub that does not close within 5 seconds with
+// a redirect or a retry it can follow ends the chain. What happens to the
+// returned connection later is the caller's: a close that moves it
+// (CloseRedirect, CloseRetry) is an ordinary close to a *websocket.Conn;
+// [Dialer.Connect] follows those too.
 func (d *Dialer) DialContext(ctx context.Context, urlStr string, requestHeader http.Header) (*websocket.Conn, *http.Response, error) {
 	c, err := newChain(d, urlStr, requestHeader)
 	if err != nil {
 		return nil, nil, err
 	}
+	c.stubs = true
 	return c.start(ctx)
 }
 
@@ -173,6 +207,7 @@ func (d *Dialer) DialTrace(ctx context.Context, urlStr string, requestHeader htt
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	c.stubs = true
 	ws, resp, err := c.start(ctx)
 	return ws, resp, c.hops, err
 }
@@ -181,6 +216,7 @@ func (d *Dialer) DialTrace(ctx context.Context, urlStr string, requestHeader htt
 // next and what it has seen.
 type chain struct {
 	d           *Dialer
+	hop         websocket.Dialer // d.Dialer, offering the marker
 	first       *url.URL
 	firstURL    string      // first.String()
 	firstHeader http.Header // the caller's header plus user info credentials
@@ -196,6 +232,12 @@ type chain struct {
 	key      string  // the chain's key in mem
 	guess    bool    // the hop being dialled is the remembered target
 	guessURL string  // that target's String()
+
+	// stubs: run follows stubs itself (DialContext); a Conn reads them.
+	stubs bool
+	// stay: the dial under way goes back to the URL a Conn was on and
+	// neither reads nor writes the memory.
+	stay bool
 }
 
 func newChain(d *Dialer, urlStr string, requestHeader http.Header) (*chain, error) {
@@ -218,11 +260,32 @@ func newChain(d *Dialer, urlStr string, requestHeader http.Header) (*chain, erro
 		}
 		u.User = nil
 	}
-	c := &chain{d: d, first: u, firstURL: u.String(), firstHeader: h, header: h.Clone(), mem: d.memory()}
+	c := &chain{d: d, hop: d.Dialer, first: u, firstURL: u.String(), firstHeader: h, mem: d.memory()}
+	c.hop.Subprotocols = offer(d.Subprotocols, h)
+	c.header = h.Clone()
 	if c.mem != nil {
 		c.key = memoryKey(c.firstURL, h)
 	}
 	return c, nil
+}
+
+// offer returns the subprotocols every hop offers: the Dialer's, or those of
+// a Sec-WebSocket-Protocol request header (which it removes from h, as
+// gorilla refuses it beside Subprotocols), then the marker.
+func offer(protocols []string, h http.Header) []string {
+	out := slices.Clone(protocols)
+	for _, v := range h.Values("Sec-Websocket-Protocol") {
+		for p := range strings.SplitSeq(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	h.Del("Sec-Websocket-Protocol")
+	if !slices.Contains(out, wire.Subprotocol) {
+		out = append(out, wire.Subprotocol)
+	}
+	return out
 }
 
 // start dials the remembered target of the first URL if there is one, and
@@ -281,6 +344,15 @@ func (c *chain) run(ctx context.Context, u *url.URL) (*websocket.Conn, *http.Res
 		}
 		if err == nil {
 			c.hops = append(c.hops, hop)
+			if c.stubs && ws.Subprotocol() == wire.Subprotocol {
+				c.guess = false
+				next, serr := c.leaveStub(ctx, ws, u)
+				if serr != nil {
+					return nil, resp, c.fail(ctx, serr)
+				}
+				u = next
+				continue
+			}
 			c.remember(hop.URL, u)
 			return ws, resp, nil
 		}
@@ -303,7 +375,7 @@ func (c *chain) run(ctx context.Context, u *url.URL) (*websocket.Conn, *http.Res
 			if hop.Location == "" {
 				return nil, resp, c.fail(ctx, err)
 			}
-			next, ferr := c.follow(u, hop.Location)
+			next, _, ferr := c.follow(u, hop.Location)
 			if ferr != nil {
 				return nil, resp, c.fail(ctx, ferr)
 			}
@@ -342,14 +414,14 @@ func isRedirect(status int) bool {
 // deadline is pulled in when ctx is cancelled mid-handshake.
 func (c *chain) dialHop(ctx context.Context, u string) (*websocket.Conn, *http.Response, error) {
 	if ctx.Done() == nil {
-		return c.d.Dialer.DialContext(ctx, u, c.header)
+		return c.hop.DialContext(ctx, u, c.header)
 	}
 	var stop func() bool
 	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
 		conn := info.Conn
 		stop = context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	}}
-	ws, resp, err := c.d.Dialer.DialContext(httptrace.WithClientTrace(ctx, trace), u, c.header)
+	ws, resp, err := c.hop.DialContext(httptrace.WithClientTrace(ctx, trace), u, c.header)
 	if stop != nil && !stop() {
 		if ws != nil {
 			ws.Close()
@@ -380,44 +452,53 @@ func (c *chain) fail(ctx context.Context, err error) error {
 }
 
 // follow vets a redirect from cur to loc and returns the URL to dial.
-func (c *chain) follow(cur *url.URL, loc string) (*url.URL, error) {
-	next, err := cur.Parse(loc)
+// vetoed reports that the error is CheckRedirect's; the chain's header is
+// then as it was.
+func (c *chain) follow(cur *url.URL, loc string) (next *url.URL, vetoed bool, err error) {
+	next, err = cur.Parse(loc)
 	if err != nil {
-		return nil, fmt.Errorf("wsredirect/client: bad Location %q: %w", loc, err)
+		return nil, false, fmt.Errorf("wsredirect/client: bad Location %q: %w", loc, err)
 	}
 	if err := canonicalize(next); err != nil {
-		return nil, fmt.Errorf("wsredirect/client: bad Location %q: %w", loc, err)
+		return nil, false, fmt.Errorf("wsredirect/client: bad Location %q: %w", loc, err)
 	}
 	// Credentials in a Location come from the server, not the caller.
 	next.User = nil
 	if cur.Scheme == "wss" && next.Scheme == "ws" && !c.d.AllowDowngrade {
-		return nil, ErrDowngrade
+		return nil, false, ErrDowngrade
 	}
 	limit := c.d.MaxHops
 	if limit == 0 {
 		limit = DefaultMaxHops
 	}
 	if c.redirects >= limit {
-		return nil, ErrTooManyHops
+		return nil, false, ErrTooManyHops
 	}
 	key := next.String()
 	for _, h := range c.hops[c.loopFrom:] {
 		if h.URL == key {
-			return nil, ErrLoop
+			return nil, false, ErrLoop
 		}
 	}
-	if next.Scheme != cur.Scheme || next.Host != cur.Host {
-		dropCredentials(c.header)
-		c.dropped = true
+	header, dropped := c.header, c.dropped
+	cross := next.Scheme != cur.Scheme || next.Host != cur.Host
+	if cross || c.d.CheckRedirect != nil {
+		// A veto keeps the header the chain had: a Conn goes on with it.
+		header = header.Clone()
+	}
+	if cross {
+		dropCredentials(header)
+		dropped = true
 	}
 	if c.d.CheckRedirect != nil {
 		n := *next
-		if err := c.d.CheckRedirect(&n, c.header, c.hops[:len(c.hops):len(c.hops)]); err != nil {
-			return nil, err
+		if err := c.d.CheckRedirect(&n, header, c.hops[:len(c.hops):len(c.hops)]); err != nil {
+			return nil, true, err
 		}
 	}
+	c.header, c.dropped = header, dropped
 	c.redirects++
-	return next, nil
+	return next, false, nil
 }
 
 // dropCredentials removes what must not follow a change of origin.

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wsredirect/wsredirect/client"
+	"github.com/wsredirect/wsredirect/wire"
 )
 
 func TestDialFollowsRedirectStatuses(t *testing.T) {
@@ -461,5 +462,5 @@ func TestDialGorillaOptionsApplyToEveryHop(t *testing.T) {
 	require.NoError(t, err)
 	c.Close()
 	assert.EqualValues(t, 2, dials.Load())
-	assert.Equal(t, "chat", b.lastHeader(t).Get("Sec-Websocket-Protocol"))
+	assert.Equal(t, "chat, "+wire.Subprotocol, b.lastHeader(t).Get("Sec-Websocket-Protocol"), "the marker after the app's own")
 }

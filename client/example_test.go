@@ -70,9 +70,11 @@ func ExampleDialer_DialTrace() {
 	// b echoes hi
 }
 
-// A node moves an open connection to another with a close-code redirect
-// (here a target too long for a close reason, so it travels in a message
-// first); ReadMessage reconnects and returns the new node's first message.
+// A node redirects with a close code, as the middleware answers browsers:
+// it accepts the upgrade selecting the marker subprotocol, which the client
+// offers, so the connection is known as a stub, and closes it with the
+// target (here too long for a close reason, so it travels in a message
+// first). ReadMessage follows it and returns the new node's first message.
 func ExampleDialer_Connect() {
 	var up websocket.Upgrader
 	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -87,8 +89,9 @@ func ExampleDialer_Connect() {
 	defer b.Close()
 	target := "ws" + strings.TrimPrefix(b.URL, "http") + "/?token=" + strings.Repeat("x", 200)
 
+	stub := websocket.Upgrader{Subprotocols: []string{wire.Subprotocol}}
 	a := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := up.Upgrade(w, r, nil)
+		c, err := stub.Upgrade(w, r, nil)
 		if err != nil {
 			return
 		}

@@ -9,13 +9,15 @@ import (
 // delays do not wait.
 func SetSleep(d *Dialer, sleep func(ctx context.Context, d time.Duration) error) { d.sleep = sleep }
 
-// SetClock makes d's redirect memory read the time from now, so tests of
-// expiry do not wait.
+// SetClock makes d's redirect memory, and the cue budget of the Conns it
+// connects, read the time from now, so tests of expiry do not wait.
 func SetClock(d *Dialer, now func() time.Time) {
-	m := d.memory()
-	m.mu.Lock()
-	m.now = now
-	m.mu.Unlock()
+	d.now = now
+	if m := d.memory(); m != nil {
+		m.mu.Lock()
+		m.now = now
+		m.mu.Unlock()
+	}
 }
 
 // SetMaxRemembered bounds d's redirect memory to n URLs instead of
@@ -38,10 +40,13 @@ func Remembered(d *Dialer, urlStr string) string {
 	return ""
 }
 
-// SetLeaveAnswer sets how long a connection closed on an announcement may
-// take to end, for the rest of the test.
+// SetLeaveAnswer sets how long a close the server owes may take (a stub's,
+// the answer to a Conn's close on a cue), for the rest of the test.
 func SetLeaveAnswer(t interface{ Cleanup(func()) }, d time.Duration) {
 	old := leaveAnswer
 	leaveAnswer = d
 	t.Cleanup(func() { leaveAnswer = old })
 }
+
+// CueBudget is how long cues are ordinary messages once one proved false.
+const CueBudget = cueBudget

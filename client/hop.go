@@ -38,8 +38,13 @@ type Hop struct {
 	// Location is where the hop pointed next: the Location header of a
 	// redirect as sent, or the target of a close-code redirect.
 	Location string
-	// Close is the close code (wire.CloseRedirect or wire.CloseRetry)
-	// with which the server moved this open connection; 0 otherwise.
+	// Close is the close code with which the server ended this open
+	// connection when the chain went on from it: wire.CloseRedirect or
+	// wire.CloseRetry for a move (Location is then the target, also when
+	// CheckRedirect vetoed it), or, after a cue that proved false, the code
+	// of the server's echo (1000, or 1005 for a close without a code). A
+	// hop after a false cue or a veto dials the same URL again. 0
+	// otherwise, also for a cue no close answered in time.
 	Close int
 	// RetryAfter is the wait the server asked for with a 503 and
 	// Retry-After, or with CloseRetry.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/wsredirect/wsredirect"
 	"github.com/wsredirect/wsredirect/client"
+	"github.com/wsredirect/wsredirect/wire"
 )
 
 // The dialer against the real middleware: the redirect it writes is the
@@ -70,5 +71,48 @@ func TestDialThroughMiddleware(t *testing.T) {
 
 	t.Run("Host override not carried to another origin", func(t *testing.T) {
 		assert.Equal(t, strings.TrimPrefix(b.URL, "http://"), b.lastHeader(t).Get("Host"), "B saw its own host")
+	})
+}
+
+// TestStubThroughMiddleware: a middleware in ModeClose answers every
+// client with a close frame, here with a target too long for the close
+// reason, which goes in a message first ("wsr1 +"). The connection
+// selected the marker, so it is known as a stub, and Connect and DialTrace
+// both follow it.
+func TestStubThroughMiddleware(t *testing.T) {
+	b := startGreeter(t, "B", false, nil)
+	mw := wsredirect.MustNew(wsredirect.Options{Mode: wsredirect.ModeClose, Rules: []wsredirect.Rule{
+		wsredirect.Path(wsURL(b.Server, ""), "/rooms/*"),
+	}})
+	a := startNode(t, "A", false, mw.Handler)
+	path := "/rooms/1?token=" + strings.Repeat("t", 200)
+	target := wsURL(b.Server, path)
+	msg, reason := wire.EncodeRedirect(target)
+	require.NotEmpty(t, msg, "the case covers a target in a message")
+	require.Equal(t, "wsr1 +", reason)
+	wantHop0 := client.Hop{URL: wsURL(a.Server, path), Status: 101, Close: wire.CloseRedirect, Location: target}
+
+	t.Run("Connect", func(t *testing.T) {
+		c, resp, err := (&client.Dialer{}).Connect(context.Background(), wsURL(a.Server, path), nil)
+		require.NoError(t, err)
+		defer c.Close()
+		assert.Equal(t, wire.Subprotocol, resp.Header.Get("Sec-Websocket-Protocol"), "the middleware selected the marker")
+		_, p, err := c.ReadMessage(context.Background())
+		require.NoError(t, err)
+		assert.Equal(t, "B "+path, string(p))
+		hops := c.Hops()
+		require.Len(t, hops, 2)
+		assert.Equal(t, wantHop0, withoutElapsed(hops[0]))
+		assert.Equal(t, target, hops[1].URL)
+	})
+	t.Run("DialTrace", func(t *testing.T) {
+		ws, _, hops, err := (&client.Dialer{}).DialTrace(context.Background(), wsURL(a.Server, path), nil)
+		require.NoError(t, err)
+		defer ws.Close()
+		require.Len(t, hops, 2)
+		assert.Equal(t, wantHop0, withoutElapsed(hops[0]))
+		_, p, err := ws.ReadMessage()
+		require.NoError(t, err)
+		assert.Equal(t, "B "+path, string(p))
 	})
 }

@@ -172,7 +172,7 @@ func (c *chain) recall() *url.URL {
 // remember records where a chain that opened a connection at u ended.
 func (c *chain) remember(u string, target *url.URL) {
 	switch {
-	case c.mem == nil:
+	case c.mem == nil, c.stay:
 	case c.guess:
 		// Straight to the remembered target: the memory was right, and
 		// keeps the age of the chain that taught it.

@@ -67,7 +67,7 @@ func ExampleConn_resume() {
 			}
 			defer c.Close()
 			id := r.URL.Query().Get("client")
-			defer mw.Track(id, c)()
+			defer mw.Track(id, wsredirect.GorillaConn(c, nil))()
 			c.WriteMessage(websocket.TextMessage, []byte("applied "+strconv.Itoa(st.last(id))))
 			for {
 				_, p, err := c.ReadMessage()
@@ -128,10 +128,10 @@ func ExampleConn_resume() {
 	}
 	send(1, 5)
 	waitApplied(5)
-	for _, mw := range mws { // drain a: its client moves to b
-		mw.DrainMember("a", time.Now(), 0)
-	}
-	mws[0].MoveConns(context.Background(), wsredirect.MoveOptions{})
+	// Drain a: its client moves to b, by itself. b hears first, as it
+	// would otherwise send the client back to a.
+	mws[1].DrainMember("a", time.Now(), 0)
+	mws[0].DrainMember("a", time.Now(), 0)
 	send(6, 10)
 	waitApplied(10)
 	fmt.Println("applied", st.last(key))

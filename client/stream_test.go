@@ -26,18 +26,21 @@ type recorder struct {
 	mu     sync.Mutex
 	conns  [][]int
 	closes []int // the close code each connection ended with, -1 for none
+	// subprotocols selected by each connection's upgrade: the app's
+	// upgrader selects none, whatever the client offers.
+	subprotocols []string
 }
 
-// handler is the app; announce: it registers connections with TrackSend,
-// so moves are announced in the stream, rather than with Track.
-func (rec *recorder) handler(mw *wsredirect.Middleware, announce bool) http.Handler {
+// handler is the app; cue: it tracks connections with a send func, so
+// moves are cued in the stream, rather than by close frame alone.
+func (rec *recorder) handler(mw *wsredirect.Middleware, cue bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := upgrader.Upgrade(w, r, nil)
 		if err != nil {
 			return
 		}
 		var send func(string) error
-		if announce {
+		if cue {
 			var wmu sync.Mutex // the app's write lock: it writes nothing else here
 			send = func(text string) error {
 				wmu.Lock()
@@ -45,9 +48,10 @@ func (rec *recorder) handler(mw *wsredirect.Middleware, announce bool) http.Hand
 				return c.WriteMessage(websocket.TextMessage, []byte(text))
 			}
 		}
-		defer mw.TrackSend(r.URL.Query().Get("room"), c, send)()
+		defer mw.Track(r.URL.Query().Get("room"), wsredirect.GorillaConn(c, send))()
 		defer c.Close()
 		rec.mu.Lock()
+		rec.subprotocols = append(rec.subprotocols, c.Subprotocol())
 		i := len(rec.conns)
 		rec.conns = append(rec.conns, nil)
 		rec.mu.Unlock()
@@ -82,18 +86,20 @@ func (rec *recorder) received() (all []int, perConn [][]int) {
 }
 
 // TestStreamThroughLiveDrain: a client writes a steady numbered stream
-// while its node drains and moves it, by close frame (Track) or by an
-// announcement first (TrackSend): every number reaches exactly one of the
-// old or the new node's app, in order on each, none missing.
+// while its node drains and the middleware moves it by itself, by close
+// frame (GorillaConn without send) or cued in the stream first (with
+// send): every number reaches exactly one of the old or the new node's
+// app, in order on each, none missing, and the cue never reaches the
+// client's application.
 func TestStreamThroughLiveDrain(t *testing.T) {
-	for _, announce := range []bool{false, true} {
-		t.Run(map[bool]string{false: "close frame", true: "announced"}[announce], func(t *testing.T) {
-			streamThroughLiveDrain(t, announce)
+	for _, cue := range []bool{false, true} {
+		t.Run(map[bool]string{false: "close frame", true: "cued"}[cue], func(t *testing.T) {
+			streamThroughLiveDrain(t, cue)
 		})
 	}
 }
 
-func streamThroughLiveDrain(t *testing.T, announce bool) {
+func streamThroughLiveDrain(t *testing.T, cue bool) {
 	const n = 3000
 	names := []string{"a", "b"}
 	srvs := make([]*httptest.Server, len(names))
@@ -107,7 +113,7 @@ func streamThroughLiveDrain(t *testing.T, announce bool) {
 	for i := range names {
 		mws[i] = wsredirect.MustNew(wsredirect.Options{Self: members[i].URL, Members: members, Rules: []wsredirect.Rule{wsredirect.Shard(wsredirect.QueryKey("room"))}})
 		recs[i] = &recorder{}
-		srvs[i].Config.Handler = mws[i].Handler(recs[i].handler(mws[i], announce))
+		srvs[i].Config.Handler = mws[i].Handler(recs[i].handler(mws[i], cue))
 		srvs[i].Start()
 		t.Cleanup(srvs[i].Close)
 	}
@@ -123,24 +129,25 @@ func streamThroughLiveDrain(t *testing.T, announce bool) {
 	c, _, err := (&client.Dialer{}).Connect(ctx, members[0].URL+"/ws?room="+room, nil)
 	require.NoError(t, err)
 	defer c.Close()
+	surfaced := make(chan string, 10)
 	go func() { // moves happen while the Conn reads
 		for {
-			if _, _, err := c.ReadMessage(ctx); err != nil {
+			_, p, err := c.ReadMessage(ctx)
+			if err != nil {
 				return
 			}
+			surfaced <- string(p)
 		}
 	}()
 	drained := make(chan struct{})
 	go func() {
 		defer close(drained)
 		time.Sleep(50 * time.Millisecond)
-		for _, mw := range mws {
-			require.NoError(t, mw.DrainMember("a", time.Now(), 0))
+		// b first: a moves its connection the moment it learns, and b
+		// would send it back if it had not heard yet.
+		for _, mw := range []*wsredirect.Middleware{mws[1], mws[0]} {
+			assert.NoError(t, mw.DrainMember("a", time.Now(), 0))
 		}
-		moved, cut, err := mws[0].MoveConns(ctx, wsredirect.MoveOptions{})
-		assert.NoError(t, err)
-		assert.Equal(t, 1, moved)
-		assert.Zero(t, cut)
 	}()
 	for i := 1; i <= n; i++ {
 		require.NoError(t, c.WriteMessage(websocket.TextMessage, []byte(strconv.Itoa(i))), "message %d", i)
@@ -168,18 +175,28 @@ func streamThroughLiveDrain(t *testing.T, announce bool) {
 	assert.Equal(t, seq(1, len(oldNode)), oldNode)
 	assert.Equal(t, seq(len(oldNode)+1, n), newNode)
 	// The old node's app saw the client's close: an answer to the move's
-	// close frame echoes its code; a close on an announcement is normal.
+	// close frame echoes its code; the close on a cue is the client's own,
+	// normal, and the server's answer to it carried the move.
 	require.Eventually(t, func() bool {
 		recs[0].mu.Lock()
 		defer recs[0].mu.Unlock()
 		return len(recs[0].closes) == 1
 	}, 5*time.Second, 10*time.Millisecond)
-	want := map[bool]int{false: wire.CloseRedirect, true: websocket.CloseNormalClosure}[announce]
+	want := map[bool]int{false: wire.CloseRedirect, true: websocket.CloseNormalClosure}[cue]
 	assert.Equal(t, []int{want}, recs[0].closes)
+	moved, cut := mws[0].Moves()
+	assert.Equal(t, uint64(1), moved)
+	assert.Zero(t, cut)
 	hops := c.Hops()
 	require.Len(t, hops, 2)
 	assert.Equal(t, wire.CloseRedirect, hops[0].Close)
 	assert.Equal(t, members[1].URL+"/ws?room="+room, hops[1].URL)
+	select {
+	case p := <-surfaced:
+		t.Errorf("the application received %q: the servers sent it nothing", p)
+	default:
+	}
+	assert.Equal(t, []string{""}, recs[0].subprotocols, "the app's upgrader selected no subprotocol: the marker was offered, and that is fine")
 	t.Logf("%d numbers: %d to the old node, %d to the new one", n, len(oldNode), len(newNode))
 }
 

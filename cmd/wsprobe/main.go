@@ -23,14 +23,14 @@
 //	< close 4307 → ws://b.example/rooms/7
 //
 // and goes on to the target, until it reaches the application's connection.
-// To tell the two apart, wsprobe offers the subprotocol wsredirect.v1 after
-// those of -subprotocol (-marker=false offers only those): a wsredirect
-// server answering with a close frame selects it, so the handshake tells at
-// once whether the connection is a redirect. When the handshake cannot tell
-// (the marker was not offered, or the connection was reached through a
-// close-code redirect, whose handshake response the client does not expose)
-// a connection is the application's once it delivers a message or stays
-// open for -settle without being closed. For the same reason, after a
+// To tell the two apart, the client offers the subprotocol wsredirect.v1
+// after those of -subprotocol: a wsredirect server answering with a close
+// frame selects it, so the handshake tells at once whether the connection
+// is a redirect. When wsprobe cannot use the handshake (-marker=false, or
+// the connection was reached through a close-code redirect, whose
+// handshake response the client does not expose) a connection is the
+// application's once it delivers a message or stays open for -settle
+// without being closed. For the same reason, after a
 // close-code redirect the headers printed are those of the hop the dial
 // opened, "response headers of hop N", not the final connection's. A
 // connection the application closes at once is reported ("closed by the
@@ -45,7 +45,9 @@
 //	-H "Key: Value"    request header, repeatable
 //	-subprotocol P     subprotocol to offer, repeatable (also taken from
 //	                   -H "Sec-WebSocket-Protocol: a, b")
-//	-marker            also offer wsredirect.v1 (default true)
+//	-marker            take the handshake's word on wsredirect.v1, which the
+//	                   client always offers (default true; false: judge
+//	                   every connection by -settle instead)
 //	-settle D          how long a connection the handshake did not vouch for
 //	                   must stay open to count as the application's
 //	                   (default 200ms, bounded by -timeout)
@@ -155,7 +157,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Var(header, "H", "request `header` \"Key: Value\", repeatable")
 	var protocols listFlag
 	fs.Var(&protocols, "subprotocol", "`subprotocol` to offer, repeatable")
-	marker := fs.Bool("marker", true, "also offer subprotocol "+wire.Subprotocol+", which a server answering with a close-code redirect selects")
+	marker := fs.Bool("marker", true, "take the handshake's word on subprotocol "+wire.Subprotocol+", which the client always offers and a server answering with a close-code redirect selects (false: judge every connection by -settle)")
 	settleFor := fs.Duration("settle", 200*time.Millisecond, "how long a connection its handshake did not vouch for must stay open to count as the application's (bounded by -timeout)")
 	maxHops := fs.Int("max-hops", client.DefaultMaxHops, "redirects to follow, HTTP and close-code")
 	insecure := fs.Bool("k", false, "accept any TLS certificate")
@@ -193,8 +195,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	f := newFollower()
 	d := client.Dialer{Dialer: *websocket.DefaultDialer, MaxHops: *maxHops, AllowDowngrade: *allowDowngrade, Jitter: f.jitter}
-	d.Subprotocols = subprotocols(http.Header(header), protocols, *marker)
-	offered := slices.Contains(d.Subprotocols, wire.Subprotocol)
+	d.Subprotocols = subprotocols(http.Header(header), protocols)
+	trusted := *marker
 	if *insecure {
 		d.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
 	}
@@ -223,7 +225,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		f.stop()
 	}()
 
-	v := f.settle(offered, resp.Header.Get("Sec-Websocket-Protocol") == wire.Subprotocol, *settleFor)
+	v := f.settle(trusted, trusted && resp.Header.Get("Sec-Websocket-Protocol") == wire.Subprotocol, *settleFor)
 	printHops(stdout, v.hops)
 	if len(v.hops) == respHop {
 		printHeader(stdout, "* final response headers:", resp.Header)
@@ -236,7 +238,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	last := v.hops[len(v.hops)-1]
-	fmt.Fprintf(stdout, "* connected to %s after %d redirect(s)\n", clean(last.URL), len(v.hops)-1)
+	fmt.Fprintf(stdout, "* connected to %s after %d redirect(s)\n", clean(last.URL), redirects(v.hops))
 	if v.err != nil && *send == "" && *read == 0 {
 		// Connected, which is all that was asked: a close is news, not a
 		// failure, and a timeout only ended the wait for one.
@@ -296,10 +298,11 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// subprotocols returns what to offer: the -subprotocol flags, those of a
-// Sec-WebSocket-Protocol header (which gorilla refuses beside its
-// Subprotocols, so it moves there), then the marker.
-func subprotocols(h http.Header, flags []string, marker bool) []string {
+// subprotocols returns what to offer: the -subprotocol flags, then those of
+// a Sec-WebSocket-Protocol header (which gorilla refuses beside its
+// Subprotocols, so it moves there). The client offers the marker after
+// them.
+func subprotocols(h http.Header, flags []string) []string {
 	protos := slices.Clone(flags)
 	for _, v := range h.Values("Sec-Websocket-Protocol") {
 		for p := range strings.SplitSeq(v, ",") {
@@ -309,9 +312,6 @@ func subprotocols(h http.Header, flags []string, marker bool) []string {
 		}
 	}
 	h.Del("Sec-Websocket-Protocol")
-	if marker && !slices.Contains(protos, wire.Subprotocol) {
-		protos = append(protos, wire.Subprotocol)
-	}
 	return protos
 }
 
@@ -349,6 +349,20 @@ func chainFailure(stdout, stderr io.Writer, v verdict) (int, bool) {
 	return exitChain, true
 }
 
+// redirects counts the hops that led on to another: all but the last,
+// less the open connections the client left only to dial them again (a cue
+// that proved false, answered with the echo or not at all).
+func redirects(hops []client.Hop) int {
+	n := 0
+	for _, h := range hops[:len(hops)-1] {
+		switch {
+		case h.Status != http.StatusSwitchingProtocols, h.Close == wire.CloseRedirect, h.Close == wire.CloseRetry:
+			n++
+		}
+	}
+	return n
+}
+
 func isSet(fs *flag.FlagSet, name string) bool {
 	set := false
 	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
@@ -378,6 +392,9 @@ func printHop(w io.Writer, n int, h client.Hop) {
 		}
 	case wire.CloseRetry:
 		fmt.Fprintf(w, "< close %d, retry after %s\n", h.Close, h.RetryAfter)
+	case websocket.CloseNormalClosure, websocket.CloseNoStatusReceived:
+		// The echo of the client's close on a cue the server had not sent.
+		fmt.Fprintf(w, "< close %d (a cue that was not the server's: dialled again)\n", h.Close)
 	default:
 		fmt.Fprintf(w, "< close %d → %s\n", h.Close, clean(h.Location))
 	}

@@ -322,6 +322,17 @@ func TestCloseRedirects(t *testing.T) {
 	stuck := closer(t, true, func(c *websocket.Conn, r *http.Request) { c.ReadMessage() })
 	refused := closedAddr(t)
 	toRefused := markerTo(func(*http.Request) string { return refused })
+	// cuer's first connection gets a cue its server did not send (a chat
+	// relaying another client's line): the client dials it again.
+	var cues atomic.Int64
+	cuer := closer(t, false, func(c *websocket.Conn, r *http.Request) {
+		if cues.Add(1) == 1 {
+			c.WriteMessage(websocket.TextMessage, []byte(wire.Cue))
+		} else {
+			c.WriteMessage(websocket.TextMessage, []byte("welcome"))
+		}
+		c.ReadMessage()
+	})
 	kicker := closer(t, false, func(c *websocket.Conn, r *http.Request) {
 		wstest.CloseWith(c, "", websocket.ClosePolicyViolation, "no")
 	})
@@ -412,6 +423,15 @@ func TestCloseRedirects(t *testing.T) {
 			lines:    []string{"< close 4307 → " + refused, "* hop 2: " + refused, "  no response ("},
 		},
 		{
+			name:     "a cue that was not the server's",
+			args:     []string{"-marker=false", "-settle", "5s", "-read", "2", wsURL(cuer)},
+			wantCode: 0,
+			lines: []string{
+				"* hop 1: " + wsURL(cuer) + "/", "< 101 Switching Protocols (", "< close 1000 (a cue that was not the server's: dialled again)",
+				"* hop 2: " + wsURL(cuer) + "/", "* connected to " + wsURL(cuer) + "/ after 0 redirect(s)", "< " + wire.Cue, "< welcome",
+			},
+		},
+		{
 			name:     "the application closes at once",
 			args:     []string{"-marker=false", "-settle", "5s", wsURL(kicker)},
 			wantCode: 0,
@@ -455,7 +475,8 @@ func TestSettleWaitsOnlyWhenUnsure(t *testing.T) {
 }
 
 // TestSubprotocols: the marker goes after the application's subprotocols,
-// whether they come from -subprotocol or from -H.
+// whether they come from -subprotocol or from -H; the client offers it
+// even with -marker=false, which only stops wsprobe trusting the answer.
 func TestSubprotocols(t *testing.T) {
 	var offered atomic.Value
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -472,7 +493,7 @@ func TestSubprotocols(t *testing.T) {
 	probe("-H", "Sec-WebSocket-Protocol: chat, v2", "-subprotocol", "v3", wsURL(srv)).check(t, 0, "")
 	assert.Equal(t, []string{"v3", "chat", "v2", wire.Subprotocol}, offered.Load())
 	probe("-marker=false", "-settle", "1ms", wsURL(srv)).check(t, 0, "")
-	assert.Empty(t, offered.Load())
+	assert.Equal(t, []string{wire.Subprotocol}, offered.Load())
 }
 
 // TestServerTextEscaped: what a server sends never reaches the terminal as

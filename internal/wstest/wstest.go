@@ -4,12 +4,21 @@
 package wstest
 
 import (
+	"net/http"
 	"time"
 
 	"github.com/gorilla/websocket"
 
 	"github.com/wsredirect/wsredirect/wire"
 )
+
+// StubUpgrader upgrades as a wsredirect server does a connection it
+// accepts only to close with a redirect: it selects wire.Subprotocol when
+// the client offers it.
+var StubUpgrader = websocket.Upgrader{
+	Subprotocols: []string{wire.Subprotocol},
+	CheckOrigin:  func(*http.Request) bool { return true },
+}
 
 // CloseWith sends what a wsredirect server sends to move a connection: the
 // message (if any), then the close frame; it then waits for the client's
