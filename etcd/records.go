@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/wsredirect/wsredirect"
-	"github.com/wsredirect/wsredirect/wire"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -88,20 +87,10 @@ func parseMember(id string, value []byte) (wsredirect.Member, *wsredirect.Target
 // record by record so one bad record does not hold up the others. It
 // returns the member's URL as parsed.
 func checkMember(m wsredirect.Member) (*wsredirect.Target, error) {
-	switch {
-	case m.ID == "":
-		return nil, errors.New("empty member ID")
-	case m.Weight < 0:
-		return nil, fmt.Errorf("negative weight %d", m.Weight)
+	if err := m.Check(time.Now()); err != nil {
+		return nil, errors.New(strings.TrimPrefix(err.Error(), "wsredirect: "))
 	}
-	t, err := wsredirect.ParseTarget(m.URL)
-	if err != nil {
-		return nil, fmt.Errorf("url: %v", strings.TrimPrefix(err.Error(), "wsredirect: "))
-	}
-	if _, ok := wire.EncodeMove(t.String()); !ok {
-		return nil, fmt.Errorf("url %s is too long to carry in a close frame", t)
-	}
-	return t, nil
+	return wsredirect.ParseTarget(m.URL) // cannot fail: Check parsed it
 }
 
 // parseDrain reads and checks a drain record. Drain records are written by
@@ -131,6 +120,13 @@ func parseDrain(value []byte) (drainRecord, error) {
 		if d.Ramp < 0 {
 			return drainRecord{}, fmt.Errorf("drain record: negative ramp %s", j.Ramp)
 		}
+	}
+	// What the middleware refuses in a drain (a start more than a day
+	// ahead, a ramp over a day) skips this record rather than every set.
+	probe := wsredirect.Member{ID: "drain", URL: "ws://drain.invalid", DrainingSince: d.Since, DrainRamp: d.Ramp}
+	if err := probe.Check(time.Now()); err != nil {
+		_, why, _ := strings.Cut(err.Error(), "member drain: ")
+		return drainRecord{}, fmt.Errorf("drain record: %s", why)
 	}
 	return d, nil
 }

@@ -232,6 +232,7 @@ func (s *Source) ensure(ctx context.Context) error {
 		if !resp.Succeeded {
 			continue // written meanwhile: look again
 		}
+		s.registered = true
 		s.putRev.Store(resp.Header.Revision)
 		select { // a kick from before is answered
 		case <-s.kick:
@@ -243,13 +244,21 @@ func (s *Source) ensure(ctx context.Context) error {
 
 // claim returns nil when this node may write its member record over kv,
 // the record there now: kv is on this node's lease, or names this node's
-// URL. Otherwise another node holds the ID, and claim says which.
+// URL, or — once this node has registered — is on no lease: written by
+// hand over this node's own (etcdctl put), which is restored, with a
+// warning, rather than let the fleet route this node's keys elsewhere.
+// Otherwise another node holds the ID, and claim says which.
 func (s *Source) claim(kv *mvccpb.KeyValue) error {
 	if kv.Lease == int64(s.lease) {
 		return nil
 	}
 	_, t, err := parseMember(s.self.ID, kv.Value)
 	if err == nil && t.Equal(s.selfURL) {
+		return nil
+	}
+	if kv.Lease == 0 && s.registered {
+		s.log.Warn("wsredirect/etcd: this node's member record was written over by hand (on no lease); restoring it",
+			"member", s.self.ID, "key", s.selfKey, "found", string(kv.Value))
 		return nil
 	}
 	e := &idTakenError{id: s.self.ID, key: s.selfKey, lease: kv.Lease}

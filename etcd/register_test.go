@@ -260,3 +260,40 @@ func selfOf(n *servingNode) wsredirect.Member {
 	m.Weight = 1
 	return m
 }
+
+// TestRecordWrittenOverByHand (regression: `etcdctl put …/members/a
+// '{"url":"ws://evil.test:8080"}'` stayed, and every node sent a's rooms
+// there): a registered node restores its own record, written over on no
+// lease, and warns; the fleet goes back to its URL.
+func TestRecordWrittenOverByHand(t *testing.T) {
+	noLeaks(t)
+	srv := startServer(t)
+	ep := srv.endpoint()
+	ops := newClient(t, ep)
+	a, b := startNode(t, ep, "a"), startNode(t, ep, "b")
+	converge(t, time.Now(), convergeBound, fleetOf("a", "b"), a, b)
+
+	_, err := ops.Put(ctxT(t), DefaultPrefix+"members/a", `{"url":"ws://evil.test:8080"}`)
+	require.NoError(t, err)
+	a.logs.waitLog(t, "member record was written over by hand (on no lease); restoring it", convergeBound)
+	waitFor(t, convergeBound, "a's record restored", func() bool { return memberRecordOf(t, ops, "a").URL == memberURL("a") })
+	converge(t, time.Now(), convergeBound, fleetOf("a", "b"), a, b)
+	assert.NotZero(t, getLease(t, ops, "members/a"), "back on a's lease, so it goes when a does")
+	for _, in := range []*instance{a, b} {
+		for _, m := range in.mw.State().Members() {
+			assert.NotContains(t, m.URL, "evil.test")
+		}
+	}
+}
+
+// Start against an etcd nobody answers at says where it looked.
+func TestStartNamesTheEndpoints(t *testing.T) {
+	addr := freeAddr(t)
+	self := wsredirect.Member{ID: "a", URL: memberURL("a")}
+	mw := wsredirect.MustNew(wsredirect.Options{Rules: []wsredirect.Rule{shardRule}, Self: self.URL, Members: []wsredirect.Member{self}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err := Start(ctx, mw, Options{Client: newClient(t, addr), Self: &self, Logger: newLogs(t, "a").logger()})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "wsredirect/etcd: Start: registering a with etcd at "+addr+": ")
+}

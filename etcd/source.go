@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,12 +91,14 @@ type Source struct {
 
 	// sem serializes what writes this node's records: registrations,
 	// Drain, Undrain and Close's revoke. It guards lease and drain.
-	sem   chan struct{}
-	lease clientv3.LeaseID
-	drain *drainRecord // this node's drain, written again with the member when re-registering
+	sem        chan struct{}
+	lease      clientv3.LeaseID
+	drain      *drainRecord // this node's drain, written again with the member when re-registering
+	registered bool         // the member record was written once
 
-	putRev atomic.Int64  // revision of the last registration
-	kick   chan struct{} // the watcher saw this node's member record gone, or with another URL
+	putRev     atomic.Int64  // revision of the last registration
+	badRecords atomic.Uint64 // records skipped, for BadRecords
+	kick       chan struct{} // the watcher saw this node's member record gone, or with another URL
 
 	mu      sync.Mutex // guards the fields below and applying
 	view    *view
@@ -135,7 +138,7 @@ func Start(ctx context.Context, mw *wsredirect.Middleware, opts Options) (*Sourc
 		<-s.sem
 		if err != nil {
 			s.Close()
-			return nil, errorf("Start: registering %s: %w", s.self.ID, err)
+			return nil, errorf("Start: registering %s with etcd at %s: %w", s.self.ID, strings.Join(s.c.Endpoints(), ","), err)
 		}
 		s.wg.Add(1)
 		go s.keepAlive()
@@ -153,11 +156,25 @@ func Start(ctx context.Context, mw *wsredirect.Middleware, opts Options) (*Sourc
 	last := s.lastErr
 	s.mu.Unlock()
 	s.Close()
+	at := strings.Join(s.c.Endpoints(), ",")
 	if last != nil {
-		return nil, errorf("Start: reading the fleet: %w (last error: %v)", ctx.Err(), last)
+		return nil, errorf("Start: reading the fleet from etcd at %s: %w (last error: %v)", at, ctx.Err(), last)
 	}
-	return nil, errorf("Start: reading the fleet: %w", ctx.Err())
+	return nil, errorf("Start: reading the fleet from etcd at %s: %w", at, ctx.Err())
 }
+
+// BadRecords returns how many records the source has skipped since Start
+// because they did not read right (each is logged at Warn with its key), so
+// that a record etcdctl accepted but the fleet ignores shows up in metrics:
+//
+//	prometheus.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+//		Name: "wsredirect_etcd_bad_records_total",
+//		Help: "etcd records skipped because they do not read right.",
+//	}, func() float64 { return float64(src.BadRecords()) }))
+//
+// A record is counted each time it is read: at start, at each change, and
+// when the whole fleet is read again.
+func (s *Source) BadRecords() uint64 { return s.badRecords.Load() }
 
 func newSource(mw *wsredirect.Middleware, opts Options) (*Source, error) {
 	switch {
@@ -375,6 +392,7 @@ func (s *Source) absorb(wr clientv3.WatchResponse) (int, error) {
 }
 
 func (s *Source) bad(key string, err error) {
+	s.badRecords.Add(1)
 	s.log.Warn("wsredirect/etcd: bad record skipped", "key", key, "err", err)
 }
 

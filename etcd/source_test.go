@@ -175,12 +175,26 @@ func TestOperatorDrain(t *testing.T) {
 		{"drains/c", `{"ramp":"30s"}`, "without since"},
 		{"drains/c", `{"since":"2026-11-26T14:00:00Z","ramp":"-3s"}`, "negative ramp"},
 		{"drains/c", `{"since":"2026-11-26T14:00:00Z","ramp":"30"}`, "missing unit"},
-		{"members/x", `{"url":"x.test:80"}`, "url:"},
-		{"members/y", `{"url":"ws://y.test","weight":-1}`, "negative weight"},
+		{"members/x", `{"url":"x.test:80"}`, "no scheme: want ws://x.test:80"},
+		{"members/y", `{"url":"ws://y.test","weight":-1}`, "negative Weight -1"},
 		{"members/z", `not json`, "not a member record"},
+		// Regressions: these reached SetMembers, which refused every set
+		// after them (or, for an ID that is not UTF-8, the collector
+		// panicked on the request path).
+		{"members/evil\xff\xfe", `{"url":"ws://evil.test:8080"}`, "want printable UTF-8"},
+		{"members/v", `{"url":"ws://v.test:0"}`, "port 0: want 1-65535"},
+		{"drains/c", `{"since":"9999-01-01T00:00:00Z","ramp":"30s"}`, "is more than 24h0m0s ahead"},
+		{"drains/c", `{"since":"2026-11-26T14:00:00Z","ramp":"2557920h"}`, "longer than the 24h0m0s a drain may take"},
 	} {
+		before := front.src.BadRecords()
 		put(t, ops, bad.key, bad.value)
 		front.logs.waitLog(t, bad.why, convergeBound)
+		if front.src.BadRecords() <= before {
+			t.Errorf("%s: not counted in BadRecords", bad.key)
+		}
+	}
+	if front.logs.count(`msg="wsredirect/etcd: bad record skipped" key=`+DefaultPrefix+"members/x") == 0 {
+		t.Error("the log does not name the key")
 	}
 	// A member with the URL of another is skipped too.
 	put(t, ops, "members/w", `{"url":"`+memberURL("a")+`"}`)
@@ -459,8 +473,8 @@ func TestStartErrors(t *testing.T) {
 		{"nil client", mw, Options{}, "Options.Client is nil"},
 		{"negative TTL", mw, Options{Client: cli, TTL: -1}, "TTL is negative"},
 		{"negative Settle", mw, Options{Client: cli, Settle: -1}, "Settle is negative"},
-		{"bad Self URL", mw, Options{Client: cli, Self: &wsredirect.Member{ID: "a", URL: "a.test:80"}}, "Options.Self: url"},
-		{"Self without ID", mw, Options{Client: cli, Self: &wsredirect.Member{URL: self.URL}}, "empty member ID"},
+		{"bad Self URL", mw, Options{Client: cli, Self: &wsredirect.Member{ID: "a", URL: "a.test:80"}}, "Options.Self: member a: target \"a.test:80\": no scheme"},
+		{"Self without ID", mw, Options{Client: cli, Self: &wsredirect.Member{URL: self.URL}}, "has no ID"},
 		{"Self not the middleware's", mw, Options{Client: cli, Self: &wsredirect.Member{ID: "b", URL: memberURL("b")}}, "not the middleware's Options.Self"},
 		{"Self draining", mw, Options{Client: cli, Self: &wsredirect.Member{ID: "a", URL: self.URL, DrainRamp: time.Second}}, "drain fields"},
 	} {
