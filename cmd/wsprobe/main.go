@@ -189,8 +189,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *send != "" && !isSet(fs, "read") {
 		*read = 1
 	}
+	asked := *maxHops
 	if *maxHops == 0 {
 		*maxHops = -1 // the flag means what it says; the Dialer's 0 means default
+	}
+	target := positional[0]
+	if !strings.Contains(target, "://") {
+		// host:port/path, the usual way to type it.
+		target = "ws://" + strings.TrimPrefix(target, "//")
+		fmt.Fprintf(stderr, "wsprobe: no scheme in %s: dialling %s\n", clean(positional[0]), clean(target))
 	}
 
 	f := newFollower()
@@ -203,7 +210,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 
-	c, resp, err := d.Connect(ctx, positional[0], http.Header(header))
+	c, resp, err := d.Connect(ctx, target, http.Header(header))
 	if err != nil {
 		var cerr *client.Error
 		if errors.As(err, &cerr) {
@@ -212,7 +219,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if resp != nil {
 			printHeader(stdout, "* final response headers:", resp.Header)
 		}
-		fmt.Fprintln(stderr, "wsprobe:", clean(err.Error()))
+		say(stderr, err, asked)
 		return exitCode(err)
 	}
 	// The hop whose response Connect returned: the last one whose headers
@@ -233,7 +240,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		printHeader(stdout, fmt.Sprintf("* response headers of hop %d:", respHop), resp.Header)
 	}
 	if v.err != nil {
-		if code, ok := chainFailure(stdout, stderr, v); ok {
+		if code, ok := chainFailure(stdout, stderr, v, asked); ok {
 			return code
 		}
 	}
@@ -320,10 +327,10 @@ func subprotocols(h http.Header, flags []string) []string {
 // that failed, a close-code redirect that cannot be read, or a connection
 // that announced a redirect and closed or timed out without one. Any other
 // close came from the application, which the probe did reach.
-func chainFailure(stdout, stderr io.Writer, v verdict) (int, bool) {
+func chainFailure(stdout, stderr io.Writer, v verdict, maxHops int) (int, bool) {
 	var cerr *client.Error
 	if errors.As(v.err, &cerr) {
-		fmt.Fprintln(stderr, "wsprobe:", clean(v.err.Error()))
+		say(stderr, v.err, maxHops)
 		return exitCode(v.err), true
 	}
 	last := v.hops[len(v.hops)-1]
@@ -347,6 +354,16 @@ func chainFailure(stdout, stderr io.Writer, v verdict) (int, bool) {
 		return exitNetwork, true
 	}
 	return exitChain, true
+}
+
+// say prints why a chain failed: the client's error, or, for a redirect
+// that -max-hops 0 (or less) told it not to follow, that.
+func say(stderr io.Writer, err error, maxHops int) {
+	if maxHops <= 0 && errors.Is(err, client.ErrTooManyHops) {
+		fmt.Fprintf(stderr, "wsprobe: redirected, and -max-hops %d follows no redirect: the hop above says where to\n", maxHops)
+		return
+	}
+	fmt.Fprintln(stderr, "wsprobe:", clean(err.Error()))
 }
 
 // redirects counts the hops that led on to another: all but the last,

@@ -235,6 +235,14 @@ func TestProbe(t *testing.T) {
 			},
 		},
 		{
+			// Regression: Go's URL error, for the way a URL is usually typed.
+			name:      "no scheme: ws:// assumed",
+			args:      []string{strings.TrimPrefix(wsURL(b), "ws://") + "/rooms/7"},
+			wantCode:  0,
+			wantLines: []string{"* hop 1: " + wsURL(b) + "/rooms/7"},
+			wantErr:   "wsprobe: no scheme in " + strings.TrimPrefix(wsURL(b), "ws://") + "/rooms/7: dialling " + wsURL(b) + "/rooms/7",
+		},
+		{
 			name:      "loop",
 			args:      []string{wsURL(loop) + "/ping/x"},
 			wantCode:  3,
@@ -246,14 +254,14 @@ func TestProbe(t *testing.T) {
 			args:      []string{"-max-hops", "0", wsURL(a) + "/rooms/7"},
 			wantCode:  3,
 			wantLines: []string{"* hop 1: " + wsURL(a) + "/rooms/7", "< 307 Temporary Redirect ("},
-			wantErr:   "too many redirects",
+			wantErr:   "wsprobe: redirected, and -max-hops 0 follows no redirect: the hop above says where to", // regression: "too many redirects"
 		},
 		{
 			name:      "hop cap on a close-code redirect",
 			args:      []string{"-max-hops", "0", "-H", "Origin: http://app.example", wsURL(browser) + "/rooms/7"},
 			wantCode:  3,
 			wantLines: []string{"* hop 1: " + wsURL(browser) + "/rooms/7", "< 101 Switching Protocols (", "< close 4307 → " + wsURL(b) + "/rooms/7"},
-			wantErr:   "too many redirects",
+			wantErr:   "wsprobe: redirected, and -max-hops 0 follows no redirect",
 		},
 		{
 			name:      "final status other than 101",
