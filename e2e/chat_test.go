@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"errors"
 	"net"
 	"net/http"
 	"slices"
@@ -111,23 +110,7 @@ type chatRoom struct {
 	members map[*chatConn]struct{}
 	lines   []string // every line read, in order
 	joined  int
-	ends    []int // the close code each connection read from its client; -1 for none
-}
-
-func (r *chatRoom) end(err error) {
-	code := -1
-	if ce, ok := errors.AsType[*websocket.CloseError](err); ok {
-		code = ce.Code
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.ends = append(r.ends, code)
-}
-
-func (r *chatRoom) ended() []int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.ends)
+	closeCodes
 }
 
 func (r *chatRoom) join(cc *chatConn) {

@@ -199,23 +199,30 @@ type recorder struct {
 	mu    sync.Mutex
 	conns [][]int
 	bad   []string
-	ends  []int // the close code each connection read from its client; -1 for none
+	closeCodes
 }
 
-func (r *recorder) end(err error) {
+// closeCodes records the close code each connection of an app read from
+// its client, -1 for none: who closed first, and how.
+type closeCodes struct {
+	mu    sync.Mutex
+	codes []int
+}
+
+func (c *closeCodes) end(err error) {
 	code := -1
 	if ce, ok := errors.AsType[*websocket.CloseError](err); ok {
 		code = ce.Code
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.ends = append(r.ends, code)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.codes = append(c.codes, code)
 }
 
-func (r *recorder) ended() []int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.ends)
+func (c *closeCodes) ended() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.codes)
 }
 
 func (r *recorder) open() int {
