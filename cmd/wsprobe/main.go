@@ -202,7 +202,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	f := newFollower()
 	d := client.Dialer{Dialer: *websocket.DefaultDialer, MaxHops: *maxHops, AllowDowngrade: *allowDowngrade, Jitter: f.jitter}
-	d.Subprotocols = subprotocols(http.Header(header), protocols)
+	d.Subprotocols = protocols // then any of a Sec-WebSocket-Protocol header, then the marker: the Dialer merges them
 	trusted := *marker
 	if *insecure {
 		d.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
@@ -303,23 +303,6 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 		positional = append(positional, rest[0])
 		args = rest[1:]
 	}
-}
-
-// subprotocols returns what to offer: the -subprotocol flags, then those of
-// a Sec-WebSocket-Protocol header (which gorilla refuses beside its
-// Subprotocols, so it moves there). The client offers the marker after
-// them.
-func subprotocols(h http.Header, flags []string) []string {
-	protos := slices.Clone(flags)
-	for _, v := range h.Values("Sec-Websocket-Protocol") {
-		for p := range strings.SplitSeq(v, ",") {
-			if p = strings.TrimSpace(p); p != "" {
-				protos = append(protos, p)
-			}
-		}
-	}
-	h.Del("Sec-Websocket-Protocol")
-	return protos
 }
 
 // chainFailure reports an error that ended the Conn before it reached the
