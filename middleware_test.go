@@ -25,10 +25,12 @@ func run(t *testing.T, mw *Middleware, r *http.Request) *httptest.ResponseRecord
 	return w
 }
 
+// upgradeTo is an upgrade request for target as a server receives it: the
+// request line in origin form ("/rooms/1?x"), the host in Host.
 func upgradeTo(target string) *http.Request {
 	r := upgradeRequest()
 	u := httptest.NewRequest(http.MethodGet, target, nil)
-	r.URL, r.Host, r.RequestURI = u.URL, u.Host, u.RequestURI
+	r.URL, r.Host, r.RequestURI = u.URL, u.Host, u.URL.RequestURI()
 	return r
 }
 

@@ -53,8 +53,12 @@ func (m *Middleware) ResolveHandler() http.Handler {
 			body.RetryAfter = &secs
 			h.Set("Retry-After", strconv.FormatInt(secs, 10))
 		case d.Target != nil:
-			// The path to resolve is below the handler's own prefix.
-			loc := location(r, d, false, r.URL.EscapedPath())
+			// The path to resolve is below the handler's own prefix, in
+			// r.URL, not the request line's.
+			if d.Path == "" {
+				d.Path = r.URL.EscapedPath()
+			}
+			loc := location(r, d, false)
 			body.URL = &loc
 		}
 		w.WriteHeader(status)

@@ -39,7 +39,7 @@ const (
 func (s *State) respond(w http.ResponseWriter, r *http.Request, d Decision) {
 	switch {
 	case d.Close && d.Action == Redirect:
-		msg, reason := wire.EncodeRedirect(location(r, d, s.httpLocation, requestPath(r)))
+		msg, reason := wire.EncodeRedirect(location(r, d, s.httpLocation))
 		s.closeWith(w, r, msg, wire.CloseRedirect, reason)
 	case d.Close:
 		s.closeWith(w, r, "", wire.CloseRetry, wire.EncodeRetry(d.RetryAfter))
@@ -79,11 +79,12 @@ var (
 	textPlain = []string{"text/plain; charset=utf-8"}
 )
 
-// location is where d sends the client of r, whose escaped path is path
-// (see requestPath) unless d rewrites it.
-func location(r *http.Request, d Decision, httpScheme bool, path string) string {
-	if d.Path != "" {
-		path = d.Path
+// location is where d sends the client of r: d.Path, or else the path the
+// client asked for (see requestPath).
+func location(r *http.Request, d Decision, httpScheme bool) string {
+	path := d.Path
+	if path == "" {
+		path = requestPath(r)
 	}
 	return d.Target.location(httpScheme, path, r.URL.RawQuery)
 }
@@ -130,7 +131,7 @@ func redirectStatus(configured int, method string) int {
 // cacheable, so every redirect says no-store: a moved room must not stick.
 func writeRedirect(w http.ResponseWriter, r *http.Request, d Decision, httpScheme bool) {
 	h := w.Header()
-	h["Location"] = []string{location(r, d, httpScheme, requestPath(r))}
+	h["Location"] = []string{location(r, d, httpScheme)}
 	h["Cache-Control"] = noStore
 	h["Content-Type"] = textPlain
 	w.WriteHeader(d.Status)
