@@ -13,7 +13,7 @@ import (
 
 // cueBudget is how long cues are ordinary messages once one proved false:
 // forged cues cost at most one reconnect per cueBudget.
-const cueBudget = time.Minute
+const cueBudget = wire.CueQuiet
 
 func isCue(p []byte) bool { return len(p) == len(wire.Cue) && wire.IsCue(string(p)) }
 

@@ -15,7 +15,7 @@ import (
 // leaveAnswer bounds how long a close the server owes may take: a stub's,
 // which a wsredirect server sends at once, and the answer to the close a
 // [Conn] sends on a cue.
-var leaveAnswer = 5 * time.Second
+var leaveAnswer = wire.CueAnswerWait
 
 // isStub reports whether ws is a stub: its server selected the marker,
 // which a wsredirect server does only on a connection it accepted to close

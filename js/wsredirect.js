@@ -121,8 +121,8 @@ const SAME_PATH = V1 + "=";
 const RETRY = V1 + "retry=";
 const MAX_RETRY = 86400; // wire.MaxRetry, a day: a reason asking for more is refused
 const MAX_TIMER = 2 ** 31 - 1; // setTimeout's longest delay in ms: Node fires a longer one at once, browsers wrap it
-const LEAVE_ANSWER_MS = 5000; // how long a cue's close waits for the server's answer
-const CUE_QUIET_MS = 60000; // how long cues are ordinary messages after one proved false
+export const CUE_ANSWER_MS = 5000; // wire.CueAnswerWait: how long a cue's close waits for the server's answer
+export const CUE_QUIET_MS = 60000; // wire.CueQuiet: how long cues are ordinary messages after one proved false
 const TYPES = ["open", "message", "close", "error", "redirect"];
 const MEMORY_KEY = "wsredirect.remembered"; // the storage item holding the memory of redirects
 export const MAX_REMEMBERED = 100; // URLs the memory holds; one more forgets the one stored longest ago
@@ -695,7 +695,7 @@ export class RedirectingWebSocket extends EventTarget {
           cue = null;
           ended = true; // the old socket is left to close by itself
           cueFalse(c);
-        }, LEAVE_ANSWER_MS);
+        }, CUE_ANSWER_MS);
         cue = c;
         this._leaving = true;
         ws.close(1000);

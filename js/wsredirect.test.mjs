@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 
 import {
-  CLOSE_REDIRECT, CLOSE_RETRY, CUE, SUBPROTOCOL, isCue, isRedirectMessage, parseRedirect, parseRetry,
+  CLOSE_REDIRECT, CLOSE_RETRY, CUE, CUE_ANSWER_MS, CUE_QUIET_MS, SUBPROTOCOL, isCue, isRedirectMessage, parseRedirect, parseRetry,
 } from "./wsredirect.js";
 
 const read = (rel) => readFileSync(new URL(rel, import.meta.url), "utf8");
@@ -37,6 +37,10 @@ describe("constants match package wire", () => {
   it("CUE is wire.Cue, as the vectors give it", () => {
     assert.equal(CUE, vectors.cue);
     assert.equal(CUE, goConst("Cue", '"([^"]*)"'));
+  });
+  it("the cue's timings are wire.CueAnswerWait and wire.CueQuiet, as the vectors give them", () => {
+    assert.equal(CUE_ANSWER_MS, vectors.cueAnswerMs);
+    assert.equal(CUE_QUIET_MS, vectors.cueQuietMs);
   });
 });
 

@@ -53,10 +53,10 @@
 // The cue carries no authority: any data message may have been written by
 // another client (a chat relays text verbatim), so only a close frame,
 // which only the server's WebSocket layer writes, says where to go. A cue
-// the server did not send is answered with the echo (1000), and costs the
-// client at most one reconnect to the URL it is on; clients also stop
-// reacting to cues that prove false for a while, and hand every cue,
-// true or false, to the application as the ordinary message it may be.
+// the server did not send is answered with the echo (1000), or not within
+// [CueAnswerWait], and costs the client one reconnect to the URL it is on;
+// for [CueQuiet] after that, cues are ordinary messages. A cue that proved
+// false reaches the application as the ordinary message it was.
 // A "wsr1 " message is special only on a connection the server accepted
 // to close at once (the marker [Subprotocol] selected, or before the
 // connection is known to be the application's): there it may be the
@@ -90,6 +90,13 @@ const (
 	// Cue is the text message that cues a live move (see the package doc):
 	// close, and the server's answer to your close says where to go.
 	Cue = "wsr1 move"
+	// CueAnswerWait is how long a client that closed on a cue waits for the
+	// server's answer before it takes the cue for a false one.
+	CueAnswerWait = 5 * time.Second
+	// CueQuiet is how long a client treats cues as ordinary messages once
+	// one proved false, so forged cues cost at most one reconnect per
+	// CueQuiet.
+	CueQuiet = time.Minute
 
 	// MaxRetry is the longest delay a CloseRetry or a Retry-After carries:
 	// longer delays are sent as MaxRetry, and clients refuse a reason that

@@ -41,8 +41,9 @@ type vectors struct {
 		Name, Message string
 		Is            bool
 	}
-	Cue   string
-	IsCue []struct {
+	Cue                     string
+	CueAnswerMs, CueQuietMs int64
+	IsCue                   []struct {
 		Name, Message string
 		Is            bool
 	}
@@ -113,6 +114,8 @@ func TestVectors(t *testing.T) {
 		})
 	}
 	assert.Equal(t, v.Cue, wire.Cue, "the JavaScript helper reads the cue from the vectors")
+	assert.Equal(t, time.Duration(v.CueAnswerMs)*time.Millisecond, wire.CueAnswerWait)
+	assert.Equal(t, time.Duration(v.CueQuietMs)*time.Millisecond, wire.CueQuiet)
 	require.NotEmpty(t, v.IsCue)
 	for _, tc := range v.IsCue {
 		t.Run("IsCue/"+tc.Name, func(t *testing.T) {
