@@ -23,21 +23,22 @@ import (
 
 // chatRoom is a node of a chat behind the real middleware: its app relays
 // every text line to every connection, the sender's included, verbatim,
-// and tracks each connection with a cueing GorillaConn, as a chat that
-// moves its clients gracefully does.
+// and tracks each connection with a GorillaConn, cueing (as a chat that
+// moves its clients gracefully does) or not.
 type chatRoom struct {
 	*httptest.Server
-	url string // ws://127.0.0.1:port
-	mw  *wsredirect.Middleware
+	url  string // ws://127.0.0.1:port
+	mw   *wsredirect.Middleware
+	cued bool
 
 	mu      sync.Mutex
 	members map[chan string]struct{}
 	conns   map[string]int // connections per user, by the query's user
 }
 
-func startChatRoom(t *testing.T) *chatRoom {
+func startChatRoom(t *testing.T, cued bool) *chatRoom {
 	t.Helper()
-	room := &chatRoom{members: map[chan string]struct{}{}, conns: map[string]int{}}
+	room := &chatRoom{members: map[chan string]struct{}{}, conns: map[string]int{}, cued: cued}
 	room.Server = httptest.NewUnstartedServer(nil)
 	room.url = "ws://" + room.Listener.Addr().String()
 	room.mw = wsredirect.MustNew(wsredirect.Options{
@@ -95,6 +96,9 @@ func (room *chatRoom) serve(w http.ResponseWriter, r *http.Request) {
 			return net.ErrClosed
 		}
 	}
+	if !room.cued {
+		send = nil
+	}
 	defer room.mw.Track(r.URL.Query().Get("room"), wsredirect.GorillaConn(c, send))()
 	for {
 		_, p, err := c.ReadMessage()
@@ -121,9 +125,16 @@ func (room *chatRoom) connections(user string) int {
 // none goes to the address the lines name (a listener there counts), none
 // stalls, ends, waits or remembers anything, and each one's next line
 // reaches the room. The forged cue costs each of them one transparent
-// reconnect to the same URL, and the fifty after it nothing.
+// reconnect to the same URL, and the fifty after it nothing. Whether the
+// room cues its moves or not.
 func TestChatAttack(t *testing.T) {
-	room := startChatRoom(t)
+	for _, cued := range []bool{true, false} {
+		t.Run(map[bool]string{true: "cued", false: "close frame"}[cued], func(t *testing.T) { chatAttack(t, cued) })
+	}
+}
+
+func chatAttack(t *testing.T, cued bool) {
+	room := startChatRoom(t, cued)
 	// The address the lines name: a WebSocket server that would take the
 	// victims, and counts them.
 	var lured atomic.Int64
