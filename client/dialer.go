@@ -138,9 +138,7 @@ type Dialer struct {
 
 	// RememberRedirects is how long the final URL of a redirect chain is
 	// remembered for the URL first dialled (with the Host override, if
-	// any, and the caller's Authorization, Cookie and Proxy-Authorization
-	// headers, so that callers with other credentials never share an
-	// entry): a later dial of that URL, by this Dialer or a copy made after
+	// any): a later dial of that URL, by this Dialer or a copy made after
 	// its first dial (Connect's included), goes to the remembered target
 	// first, saving the redirect on reconnects. The server still decides:
 	// a target that no longer holds the URL redirects onward (one more

@@ -2,9 +2,6 @@ package client
 
 import (
 	"container/list"
-	"crypto/sha256"
-	"encoding/hex"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -77,33 +74,14 @@ func (d *Dialer) rememberFor() time.Duration {
 	return d.RememberRedirects
 }
 
-// memoryKey is what a chain is remembered by: the URL first dialled, the
-// Host override when the caller sets one, since that routes too, and the
-// caller's credentials, so that one Dialer shared by two users never sends
-// the second where the first one's chain led (a front door may redirect
-// each user to a URL of their own). The credentials go in as a digest: the
-// memory keeps no copy of them.
+// memoryKey is what a chain is remembered by: the URL first dialled, and the
+// Host override when the caller sets one, since that routes too.
 func memoryKey(first string, header http.Header) string {
-	key := first
 	if h := header.Get("Host"); h != "" {
-		key += " Host:" + strings.ToLower(h)
+		return first + " Host:" + strings.ToLower(h)
 	}
-	sum := sha256.New()
-	creds := false
-	for _, k := range credentialHeaders {
-		for _, v := range header.Values(k) {
-			creds = true
-			io.WriteString(sum, k+": "+v+"\n")
-		}
-	}
-	if creds {
-		key += " credentials:" + hex.EncodeToString(sum.Sum(nil)[:16])
-	}
-	return key
+	return first
 }
-
-// credentialHeaders are the request headers that say who the caller is.
-var credentialHeaders = [...]string{"Authorization", "Cookie", "Proxy-Authorization"}
 
 // get returns the entry for key if it was stored less than ttl ago.
 func (m *memory) get(key string, ttl time.Duration) (recalled, bool) {

@@ -316,40 +316,6 @@ func TestRememberKeyHasHost(t *testing.T) {
 	assert.Equal(t, []int{101}, statuses(hops))
 }
 
-// TestRememberKeyHasCredentials (regression: one Dialer used for two users
-// sent the second straight to where the first one's chain led, such as a
-// node a front door chose for the first user): callers with other
-// credentials share no memory; the same caller does.
-func TestRememberKeyHasCredentials(t *testing.T) {
-	alice, bob := startNode(t, "alice's", false, nil), startNode(t, "bob's", false, nil)
-	mw := wsredirect.MustNew(wsredirect.Options{Rules: []wsredirect.Rule{
-		wsredirect.NewRule("per-user", func(r *http.Request, _ *wsredirect.State) wsredirect.Decision {
-			to := bob
-			if r.Header.Get("Authorization") == "Bearer alice" {
-				to = alice
-			}
-			return wsredirect.Decision{Action: wsredirect.Redirect, Target: wsredirect.MustParseTarget(wsURL(to.Server, ""))}
-		}),
-	}})
-	front := startNode(t, "front", false, mw.Handler)
-	var d client.Dialer
-	for _, tc := range []struct {
-		user, want string
-		hops       []int
-	}{
-		{"alice", "alice's", []int{307, 101}},
-		{"bob", "bob's", []int{307, 101}}, // not alice's remembered node
-		{"alice", "alice's", []int{101}},  // her own memory
-		{"bob", "bob's", []int{101}},
-	} {
-		c, _, hops, err := d.DialTrace(context.Background(), wsURL(front.Server, "/lobby"), http.Header{"Authorization": {"Bearer " + tc.user}})
-		require.NoError(t, err)
-		assert.Equal(t, tc.want+" /lobby: x", echo(t, c, "x"), tc.user)
-		c.Close()
-		assert.Equal(t, tc.hops, statuses(hops), tc.user)
-	}
-}
-
 func TestRememberCredentials(t *testing.T) {
 	a, b := credentialNodes(t)
 
