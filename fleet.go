@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"slices"
 	"strings"
 	"time"
@@ -239,21 +238,12 @@ func (f *fleet) checkSelf(self *Target) error {
 		return nil
 	}
 	for i, t := range f.targets {
-		if t.port == self.port && t.prefixed == self.prefixed && loopbackName(t.host) && loopbackName(self.host) {
+		if t.port == self.port && t.prefixed == self.prefixed && t.loopback && self.loopback {
 			return errorf("Options.Self %s and member %s's URL %s name the same place: spell Self as the member does, "+
 				"or the node redirects its own keys to itself", self, f.members[i].ID, t)
 		}
 	}
 	return nil
-}
-
-// loopbackName reports whether host is a name of this machine's loopback.
-func loopbackName(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return ip != nil && ip.IsLoopback()
 }
 
 // memberIndex finds id in members sorted by ID, or returns -1.

@@ -379,6 +379,26 @@ func TestRedirectToItselfWarns(t *testing.T) {
 			assert.Contains(t, logs.String(), `msg="wsredirect: a rule redirects clients to the node they came to: is Options.Self this node's URL, spelt as its member's? (logged once)" rule=shard target=`+self.URL)
 		})
 	}
+	// An attacker's Host cannot make a front door look like its target: the
+	// socket it came in on is another port.
+	t.Run("a client's Host", func(t *testing.T) {
+		var logs bytes.Buffer
+		mw := MustNew(Options{Members: []Member{{ID: "n1", URL: "ws://n1.example:9001"}}, Rules: []Rule{Shard(QueryKey("room"))},
+			Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		srv := httptest.NewServer(mw.Handler(nop))
+		defer srv.Close()
+		req, err := http.NewRequest(http.MethodGet, srv.URL+"/rooms?room=1", nil)
+		require.NoError(t, err)
+		req.Host = "n1.example:9001"
+		for k, v := range upgradeRequest().Header {
+			req.Header[k] = v
+		}
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusTemporaryRedirect, resp.StatusCode)
+		assert.NotContains(t, logs.String(), "WARN")
+	})
 	// A node that knows itself serves its keys, and a rewrite to itself is
 	// no loop: neither warns.
 	var logs bytes.Buffer

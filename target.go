@@ -17,12 +17,15 @@ type Target struct {
 	// Base URLs without a trailing slash in both scheme families; ws is
 	// also the target's identity.
 	ws, http string
-	// The parts a request to this very node would show: the Host header
-	// clients send (default port dropped), the host alone, the port
-	// (default included) and whether there is a path prefix.
-	authority, host string
-	port            int
-	prefixed        bool
+	// What tells a request to this very node (isNodeOf): the Host header
+	// clients send (default port dropped), the port (default included),
+	// the host's IP when it is one, whether the host is a loopback name,
+	// and whether there is a path prefix.
+	authority string
+	port      int
+	ip        net.IP
+	loopback  bool
+	prefixed  bool
 }
 
 // ParseTarget parses a base URL such as "wss://b.example.com" or
@@ -112,12 +115,14 @@ func parseTarget(s string) (*Target, error) {
 	if secure {
 		wsScheme, httpScheme = "wss://", "https://"
 	}
+	ip := net.ParseIP(host)
 	return &Target{
 		ws:        wsScheme + authority + prefix,
 		http:      httpScheme + authority + prefix,
 		authority: authority,
-		host:      host,
 		port:      portN,
+		ip:        ip,
+		loopback:  host == "localhost" || ip != nil && ip.IsLoopback(),
 		prefixed:  prefix != "",
 	}, nil
 }
@@ -156,24 +161,25 @@ func (t *Target) Equal(u *Target) bool {
 }
 
 // isNodeOf reports whether t names the node that received r, at the path it
-// asked for: the Host it was sent with, or the very socket it came in on (a
-// loopback name for a loopback listener counts). A redirect there only
-// brings the client back.
+// asked for: r came in on t's port, at t's IP (any loopback address for a
+// loopback name), or for a host name, with t's authority as its Host. The
+// local socket, which no client chooses, is required: a client that sends a
+// node's name as Host to another node or port makes no node look like its
+// own target. A redirect there only brings the client back.
 func (t *Target) isNodeOf(r *http.Request) bool {
 	if t.prefixed {
 		return false
 	}
-	if strings.EqualFold(t.authority, r.Host) {
-		return true
-	}
 	a, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr)
-	if !ok || a.Port != t.port {
+	switch {
+	case !ok || a.Port != t.port:
 		return false
+	case t.ip != nil:
+		return t.ip.Equal(a.IP)
+	case t.loopback:
+		return a.IP.IsLoopback()
 	}
-	if ip := net.ParseIP(strings.Trim(t.host, "[]")); ip != nil {
-		return ip.Equal(a.IP)
-	}
-	return t.host == "localhost" && a.IP.IsLoopback()
+	return strings.EqualFold(t.authority, r.Host)
 }
 
 // location builds the absolute URL a client is sent to: the target's base,
