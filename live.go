@@ -184,7 +184,7 @@ func (m *Middleware) mover() {
 // whose key another member serves in s, and reports whether any connection
 // is tracked. The mover calls it, and is marked stopped when none is;
 // Shutdown calls it with forced set when its time is up: no cues then.
-func (m *Middleware) moveMisplaced(s *State, forced bool) (any bool) {
+func (m *Middleware) moveMisplaced(s *State, forced bool) (tracking bool) {
 	l := &m.live
 	type move struct {
 		t     *tracked

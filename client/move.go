@@ -31,13 +31,21 @@ func (c *Conn) move(ctx context.Context, ws *websocket.Conn, readErr error) erro
 // target of a CloseRedirect, taken from the pending message on a stub only,
 // or the wait of a CloseRetry.
 func (c *Conn) moveOf(ce *websocket.CloseError) (target string, after time.Duration, ok bool) {
+	var last string
+	if c.stub {
+		last = string(c.pending)
+	}
+	return closeMove(ce, last, c.ch.cur.String())
+}
+
+// closeMove reads the move of a close frame: the target of a CloseRedirect
+// (last is the text message before it, current the URL it ends), or the
+// wait of a CloseRetry; ok is false for any other close, or a reason that
+// does not read.
+func closeMove(ce *websocket.CloseError, last, current string) (target string, after time.Duration, ok bool) {
 	switch ce.Code {
 	case wire.CloseRedirect:
-		var last string
-		if c.stub {
-			last = string(c.pending)
-		}
-		target, ok = wire.ParseRedirect(ce.Text, last, c.ch.cur.String())
+		target, ok = wire.ParseRedirect(ce.Text, last, current)
 	case wire.CloseRetry:
 		after, ok = wire.ParseRetry(ce.Text)
 	}

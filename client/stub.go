@@ -33,20 +33,16 @@ func (c *chain) leaveStub(ctx context.Context, ws *websocket.Conn, u *url.URL) (
 	if err != nil {
 		return nil, stubError(hop.URL, err)
 	}
-	switch ce.Code {
-	case wire.CloseRedirect:
-		target, ok := wire.ParseRedirect(ce.Text, last, u.String())
-		if !ok {
-			return nil, fmt.Errorf("wsredirect/client: %s: close %d with a reason that is not a wsredirect v1 redirect: %w", hop.URL, ce.Code, ce)
-		}
+	target, after, ok := closeMove(ce, last, u.String())
+	switch {
+	case !ok && (ce.Code == wire.CloseRedirect || ce.Code == wire.CloseRetry):
+		what := map[int]string{wire.CloseRedirect: "redirect", wire.CloseRetry: "retry"}[ce.Code]
+		return nil, fmt.Errorf("wsredirect/client: %s: close %d with a reason that is not a wsredirect v1 %s: %w", hop.URL, ce.Code, what, ce)
+	case ce.Code == wire.CloseRedirect:
 		hop.Close, hop.Location = ce.Code, target
 		next, _, err := c.follow(u, target)
 		return next, err
-	case wire.CloseRetry:
-		after, ok := wire.ParseRetry(ce.Text)
-		if !ok {
-			return nil, fmt.Errorf("wsredirect/client: %s: close %d with a reason that is not a wsredirect v1 retry: %w", hop.URL, ce.Code, ce)
-		}
+	case ce.Code == wire.CloseRetry:
 		hop.Close, hop.RetryAfter = ce.Code, after
 		if err := c.wait(ctx, after); err != nil {
 			if err == errNoRetry {
