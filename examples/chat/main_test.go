@@ -544,18 +544,6 @@ func (c *chatClient) history() []greeting {
 	return slices.Clone(c.greets)
 }
 
-func (c *chatClient) echoed() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.echoes)
-}
-
-func (c *chatClient) written() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.sent
-}
-
 // ownerOf returns the member of members that owns room.
 func ownerOf(members []wsredirect.Member, room string) string {
 	mw := wsredirect.MustNew(wsredirect.Options{Rules: []wsredirect.Rule{wsredirect.Shard(wsredirect.QueryKey("room"))}, Members: members})
