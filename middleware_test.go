@@ -344,6 +344,18 @@ func TestStripPrefixKeepsThePath(t *testing.T) {
 	assert.Equal(t, http.StatusTemporaryRedirect, w.Code, "the rule matches the path below the prefix")
 	assert.Equal(t, "wss://b.example.com/api/rooms/1?token=x", w.Header().Get("Location"), "the client's own path")
 
+	// A request line in absolute form names an authority of the client's
+	// choosing: only its path is taken.
+	r := upgradeTo("http://a.example.com/rooms/1?token=x")
+	r.RequestURI = "http://evil.example//rooms/1?token=x"
+	w = httptest.NewRecorder()
+	mw.Handler(nop).ServeHTTP(w, r)
+	assert.Equal(t, "wss://b.example.com//rooms/1?token=x", w.Header().Get("Location"))
+	r.RequestURI = "http://evil.example"
+	w = httptest.NewRecorder()
+	mw.Handler(nop).ServeHTTP(w, r)
+	assert.Equal(t, "wss://b.example.com/?token=x", w.Header().Get("Location"))
+
 	// A member URL's path is a prefix before the request's.
 	mw = MustNew(Options{Rules: []Rule{Path("ws://b:9001/edge", "/*")}})
 	w = run(t, mw, upgradeTo("http://a.example.com/chat?room=2"))
